@@ -1,0 +1,37 @@
+"""What a task receives with ``pass_context=True``."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tracedjobs.app import App
+    from tracedjobs.jobs import Job
+    from tracedjobs.tasks import Task
+
+
+@dataclasses.dataclass
+class JobContext:
+    """The running job, its task and worker; ``should_abort()`` for cooperative cancel."""
+
+    app: App
+    job: Job
+    task: Task[Any, Any]
+    worker_name: str
+    worker_id: str
+    trace_id: str | None = None
+    span_id: str | None = None
+    _abort: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
+
+    def should_abort(self) -> bool:
+        """True once the job was asked to abort (``cancel_job_by_id(id, abort=True)``)."""
+        return self._abort.is_set()
+
+    async def should_abort_async(self) -> bool:
+        return self._abort.is_set()
+
+    @property
+    def additional_context(self) -> dict[str, Any]:
+        return {}

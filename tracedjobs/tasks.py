@@ -1,0 +1,222 @@
+"""Tasks: decorated functions, and deferring jobs of them."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import inspect
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
+
+from tracedjobs import telemetry
+from tracedjobs.retry import BaseRetryStrategy, get_retry_strategy
+from tracedjobs.utils import schedule_to_datetime
+
+if TYPE_CHECKING:
+    from tracedjobs.app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+OnLost = Literal["retry", "fail"]
+
+
+def dump_args(task_name: str, args: dict[str, Any]) -> str:
+    """JSON-encode task arguments, naming the first argument that cannot be encoded."""
+    try:
+        return json.dumps(args)
+    except (TypeError, ValueError):
+        pass
+    for key, value in args.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"argument {key!r} of task {task_name!r} is not JSON-serialisable "
+                f"({type(value).__name__}: {exc}); pass plain JSON values (str, int, float, "
+                "bool, None, list, dict)"
+            ) from None
+    raise TypeError(f"arguments of task {task_name!r} are not JSON-serialisable")
+
+
+class JobSpec:
+    """Everything needed to insert one job (built by the deferrer, written by the manager)."""
+
+    __slots__ = (
+        "args_json",
+        "lock",
+        "priority",
+        "queue",
+        "queueing_lock",
+        "scheduled_at",
+        "task_name",
+        "traceparent",
+        "tracestate",
+    )
+
+    def __init__(
+        self,
+        *,
+        task_name: str,
+        queue: str,
+        args_json: str,
+        priority: int,
+        lock: str | None,
+        queueing_lock: str | None,
+        scheduled_at: datetime.datetime | None,
+    ) -> None:
+        self.task_name = task_name
+        self.queue = queue
+        self.args_json = args_json
+        self.priority = priority
+        self.lock = lock
+        self.queueing_lock = queueing_lock
+        self.scheduled_at = scheduled_at
+        self.traceparent: str | None = None
+        self.tracestate: str | None = None
+
+
+class JobDeferrer:
+    """A task with per-defer options applied (what ``task.configure(...)`` returns)."""
+
+    def __init__(
+        self,
+        task: Task[Any, Any],
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        lock: str | None = None,
+        queueing_lock: str | None = None,
+        schedule_at: datetime.datetime | None = None,
+        schedule_in: dict[str, float] | None = None,
+    ) -> None:
+        self.task = task
+        self.queue = queue or task.queue
+        self.priority = task.priority if priority is None else priority
+        self.lock = task.lock if lock is None else lock
+        self.queueing_lock = task.queueing_lock if queueing_lock is None else queueing_lock
+        self.scheduled_at = schedule_to_datetime(schedule_at, schedule_in)
+
+    def _spec(self, kwargs: dict[str, Any]) -> JobSpec:
+        return JobSpec(
+            task_name=self.task.name,
+            queue=self.queue,
+            args_json=dump_args(self.task.name, kwargs),
+            priority=self.priority,
+            lock=self.lock,
+            queueing_lock=self.queueing_lock,
+            scheduled_at=self.scheduled_at,
+        )
+
+    def _specs(self, kwargs_list: tuple[dict[str, Any], ...]) -> list[JobSpec]:
+        if not kwargs_list:
+            raise ValueError("batch_defer needs at least one set of arguments")
+        return [self._spec(kwargs) for kwargs in kwargs_list]
+
+    def defer(self, *, connection: Any = None, **kwargs: Any) -> int:
+        """Insert one job; returns its id. With ``connection=``, inside that transaction."""
+        return self.batch_defer(kwargs, connection=connection)[0]
+
+    async def defer_async(self, *, connection: Any = None, **kwargs: Any) -> int:
+        return (await self.batch_defer_async(kwargs, connection=connection))[0]
+
+    def batch_defer(self, *kwargs_list: dict[str, Any], connection: Any = None) -> list[int]:
+        """Insert several jobs in one round trip; returns their ids in order."""
+        specs = self._specs(kwargs_list)
+        with telemetry.send_span(self.queue, self.task.name, len(specs)) as carriers:
+            _attach(specs, carriers)
+            ids = self.task.app.job_manager.defer_jobs(specs, connection=connection)
+            telemetry.set_job_ids(ids)
+        self.task.app.count_sent(self.queue, self.task.name, ids, connection)
+        return ids
+
+    async def batch_defer_async(
+        self, *kwargs_list: dict[str, Any], connection: Any = None
+    ) -> list[int]:
+        specs = self._specs(kwargs_list)
+        with telemetry.send_span(self.queue, self.task.name, len(specs)) as carriers:
+            _attach(specs, carriers)
+            ids = await self.task.app.job_manager.defer_jobs_async(specs, connection=connection)
+            telemetry.set_job_ids(ids)
+        self.task.app.count_sent(self.queue, self.task.name, ids, connection)
+        return ids
+
+
+def _attach(specs: list[JobSpec], carriers: list[telemetry.TraceCarrier]) -> None:
+    for spec, carrier in zip(specs, carriers, strict=True):
+        spec.traceparent, spec.tracestate = carrier.traceparent, carrier.tracestate
+
+
+class Task(Generic[P, R]):
+    """A function registered with ``@app.task``. Call it to run it inline; ``defer`` to queue."""
+
+    def __init__(
+        self,
+        func: Callable[P, R],
+        *,
+        app: App,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        lock: str | None = None,
+        queueing_lock: str | None = None,
+        retry: Any = False,
+        pass_context: bool = False,
+        timeout: float | None = None,
+        on_lost: OnLost = "retry",
+    ) -> None:
+        if on_lost not in ("retry", "fail"):
+            raise ValueError(f"on_lost must be 'retry' or 'fail', not {on_lost!r}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        self.func = func
+        self.app = app
+        self.name = name or f"{func.__module__}.{func.__qualname__}"
+        self.queue = queue
+        self.priority = priority
+        self.lock = lock
+        self.queueing_lock = queueing_lock
+        self.retry_strategy: BaseRetryStrategy | None = get_retry_strategy(retry)
+        self.pass_context = pass_context
+        self.timeout = timeout
+        self.on_lost: OnLost = on_lost
+        self.is_async = inspect.iscoroutinefunction(func)
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+
+    @property
+    def retry(self) -> BaseRetryStrategy:
+        """The retry strategy (a no-retry strategy when none was given), as in Procrastinate."""
+        return self.retry_strategy or _NO_RETRY
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    def configure(self, **options: Any) -> JobDeferrer:
+        """Per-defer options: schedule_at, schedule_in, priority, queue, lock, queueing_lock."""
+        return JobDeferrer(self, **options)
+
+    def defer(self, *, connection: Any = None, **kwargs: Any) -> int:
+        return JobDeferrer(self).defer(connection=connection, **kwargs)
+
+    async def defer_async(self, *, connection: Any = None, **kwargs: Any) -> int:
+        return await JobDeferrer(self).defer_async(connection=connection, **kwargs)
+
+    def batch_defer(self, *kwargs_list: dict[str, Any], connection: Any = None) -> list[int]:
+        return JobDeferrer(self).batch_defer(*kwargs_list, connection=connection)
+
+    async def batch_defer_async(
+        self, *kwargs_list: dict[str, Any], connection: Any = None
+    ) -> list[int]:
+        return await JobDeferrer(self).batch_defer_async(*kwargs_list, connection=connection)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue}>"
+
+
+class _NoRetry(BaseRetryStrategy):
+    def get_retry_decision(self, *, exception: BaseException, job: Any) -> None:
+        return None
+
+
+_NO_RETRY = _NoRetry()

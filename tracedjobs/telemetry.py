@@ -1,0 +1,402 @@
+"""Everything that knows OpenTelemetry names: spans, instruments and their attributes.
+
+The library uses only the OpenTelemetry API: with no SDK configured every call here is a
+cheap no-op. The rest of tracedjobs calls the hooks below and never imports opentelemetry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+if TYPE_CHECKING:
+    from tracedjobs.jobs import Job
+
+logger = logging.getLogger(__name__)
+
+SYSTEM = "tracedjobs"
+INSTRUMENTATION_NAME = "tracedjobs"
+
+# Attribute names (OTel messaging semantic conventions, plus our own namespace).
+MESSAGING_SYSTEM = "messaging.system"
+OPERATION_TYPE = "messaging.operation.type"
+OPERATION_NAME = "messaging.operation.name"
+DESTINATION = "messaging.destination.name"
+MESSAGE_ID = "messaging.message.id"
+CONSUMER_GROUP = "messaging.consumer.group.name"
+BATCH_COUNT = "messaging.batch.message_count"
+TASK = "tracedjobs.task.name"
+ATTEMPT = "tracedjobs.job.attempt"
+OUTCOME = "tracedjobs.job.outcome"
+ERROR_TYPE = "error.type"
+WORKER_ID = "tracedjobs.worker.id"
+WORKER_NAME = "tracedjobs.worker.name"
+
+# Seconds: the semconv boundaries (5 ms … 10 s) extended to hours, so that a 42 ms job
+# lands near 50 ms and a 40-minute job is not lumped with a 10-second one.
+DURATION_BUCKETS: Sequence[float] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
+    30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400,
+)  # fmt: skip
+
+_tracer = trace.get_tracer(INSTRUMENTATION_NAME)
+_meter = metrics.get_meter(INSTRUMENTATION_NAME)
+
+sent_messages = _meter.create_counter(
+    "messaging.client.sent.messages", unit="{message}", description="Jobs deferred."
+)
+consumed_messages = _meter.create_counter(
+    "messaging.client.consumed.messages",
+    unit="{message}",
+    description="Attempts finished, by outcome.",
+)
+process_duration = _meter.create_histogram(
+    "messaging.process.duration",
+    unit="s",
+    description="Duration of one attempt of a job.",
+    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+)
+queue_wait = _meter.create_histogram(
+    "tracedjobs.job.queue_wait",
+    unit="s",
+    description="Time from when a job became runnable (scheduled_at, else deferral) to its start.",
+    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+)
+
+
+def _metric_attributes(queue: str, task_name: str) -> dict[str, Any]:
+    return {MESSAGING_SYSTEM: SYSTEM, DESTINATION: queue, TASK: task_name}
+
+
+# -- producer side -----------------------------------------------------------------------
+
+
+@dataclass
+class TraceCarrier:
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+@contextlib.contextmanager
+def send_span(queue: str, task_name: str, count: int) -> Iterator[list[TraceCarrier]]:
+    """PRODUCER span ``send {queue}`` around a defer; yields one trace carrier per job.
+
+    A single job stores the send span's own context. A batch follows the messaging
+    conventions for batches: one ``create {queue}`` span per job (child of the send span),
+    each job storing its own creation context.
+    """
+    attributes = {
+        MESSAGING_SYSTEM: SYSTEM,
+        OPERATION_TYPE: "send",
+        OPERATION_NAME: "send",
+        DESTINATION: queue,
+        TASK: task_name,
+    }
+    if count > 1:
+        attributes[BATCH_COUNT] = count
+    with _tracer.start_as_current_span(
+        f"send {queue}", kind=SpanKind.PRODUCER, attributes=attributes
+    ) as span:
+        if not span.get_span_context().is_valid:
+            yield [TraceCarrier() for _ in range(count)]
+            return
+        if count == 1:
+            yield [_current_carrier()]
+            return
+        carriers = []
+        for _ in range(count):
+            with _tracer.start_as_current_span(
+                f"create {queue}",
+                kind=SpanKind.PRODUCER,
+                attributes={**attributes, OPERATION_TYPE: "create", OPERATION_NAME: "create"},
+            ):
+                carriers.append(_current_carrier())
+        yield carriers
+
+
+def _current_carrier() -> TraceCarrier:
+    headers: dict[str, str] = {}
+    inject(headers)
+    return TraceCarrier(headers.get("traceparent"), headers.get("tracestate"))
+
+
+def set_job_ids(job_ids: Sequence[int]) -> None:
+    """Put the message id on the current send span once the database gave it."""
+    span = trace.get_current_span()
+    if len(job_ids) == 1 and span.is_recording():
+        span.set_attribute(MESSAGE_ID, str(job_ids[0]))
+
+
+def record_sent(queue: str, task_name: str, count: int) -> None:
+    sent_messages.add(count, _metric_attributes(queue, task_name))
+
+
+class _CommitWatcher:
+    """Counts jobs deferred inside a caller's transaction once that transaction commits.
+
+    psycopg has no commit hook, so a daemon thread watches the connection's transaction
+    status; when the transaction is over it asks the database which of the jobs exist
+    (committed) and counts those — a rolled-back defer is never counted.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[weakref.ref[Any], str, str, list[int], Any]] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, connection: Any, queue: str, task_name: str, ids: list[int], manager: Any) -> None:
+        with self._lock:
+            self._pending.append((weakref.ref(connection), queue, task_name, ids, manager))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="tracedjobs-commit-watcher", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        import time
+
+        while True:
+            time.sleep(0.1)
+            with self._lock:
+                if not self._pending:
+                    self._thread = None
+                    return
+                done = [p for p in self._pending if not _in_transaction(p[0]())]
+                self._pending = [p for p in self._pending if p not in done]
+            for _ref, queue, task_name, ids, manager in done:
+                try:
+                    committed = manager.count_existing(ids)
+                except Exception:
+                    logger.debug("could not check committed jobs", exc_info=True)
+                    continue
+                if committed:
+                    record_sent(queue, task_name, committed)
+
+
+def _in_transaction(connection: Any) -> bool:
+    if connection is None or connection.closed:
+        return False
+    # 0 = IDLE, 1 = ACTIVE, 2 = INTRANS, 3 = INERROR, 4 = UNKNOWN (libpq's values)
+    return int(connection.info.transaction_status) in (1, 2, 3)
+
+
+_commit_watcher = _CommitWatcher()
+
+
+def record_sent_when_committed(
+    queue: str, task_name: str, ids: list[int], connection: Any, manager: Any
+) -> None:
+    """Count deferred jobs now, or, inside the caller's open transaction, once it commits."""
+    if connection is not None and _in_transaction(connection):
+        _commit_watcher.add(connection, queue, task_name, ids, manager)
+    else:
+        record_sent(queue, task_name, len(ids))
+
+
+# -- consumer side -----------------------------------------------------------------------
+
+
+_warned_bad_context = False
+
+
+def _producer_context(job: Job) -> trace.SpanContext | None:
+    global _warned_bad_context
+    if not job.traceparent:
+        return None
+    carrier = {"traceparent": job.traceparent}
+    if job.tracestate:
+        carrier["tracestate"] = job.tracestate
+    span_context = trace.get_current_span(extract(carrier)).get_span_context()
+    if not span_context.is_valid:
+        if not _warned_bad_context:
+            _warned_bad_context = True
+            logger.warning(
+                "job %s has an invalid stored trace context %r; running it without a link",
+                job.id,
+                job.traceparent,
+            )
+        return None
+    return span_context
+
+
+@dataclass
+class AttemptSpan:
+    """Handle on the consumer span of one attempt."""
+
+    span: trace.Span
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trace_id(self) -> str | None:
+        ctx = self.span.get_span_context()
+        return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+    @property
+    def span_id(self) -> str | None:
+        ctx = self.span.get_span_context()
+        return format(ctx.span_id, "016x") if ctx.is_valid else None
+
+    def finish_discarded(self) -> None:
+        """The attempt's result arrived after a rescue recorded it lost: say so on the span."""
+        if self.span.is_recording():
+            self.span.set_attribute(OUTCOME, "lost")
+            self.span.set_attribute("tracedjobs.job.late_result_discarded", True)
+
+    def finish(
+        self, outcome: str, exception: BaseException | None = None, error_type: str | None = None
+    ) -> None:
+        if not self.span.is_recording():
+            return
+        self.span.set_attribute(OUTCOME, outcome)
+        if exception is not None:
+            self.span.record_exception(exception)
+        if error_type is not None:
+            self.span.set_attribute(ERROR_TYPE, error_type)
+            self.span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exception}"[:200]))
+
+
+@contextlib.contextmanager
+def process_span(
+    job: Job, *, worker_name: str, trace_parent: str = "link"
+) -> Iterator[AttemptSpan]:
+    """CONSUMER span ``process {queue}`` around one attempt.
+
+    By default it carries a Link to the producer context; ``trace_parent="parent"`` makes
+    it a child of the producer span instead, so the whole story is one trace.
+    """
+    producer = _producer_context(job)
+    parent_context = otel_context.Context()  # a new root, unless made a child below
+    links: list[Link] = []
+    if producer is not None:
+        if trace_parent == "parent":
+            parent_context = trace.set_span_in_context(trace.NonRecordingSpan(producer))
+        else:
+            links.append(Link(producer))
+    attributes = {
+        MESSAGING_SYSTEM: SYSTEM,
+        OPERATION_TYPE: "process",
+        OPERATION_NAME: "process",
+        DESTINATION: job.queue_name,
+        MESSAGE_ID: str(job.id),
+        # Workers of a queue compete for its jobs: the queue is the consumer group.
+        CONSUMER_GROUP: job.queue_name,
+        WORKER_NAME: worker_name,
+        TASK: job.task_name,
+        ATTEMPT: job.attempts + 1,
+    }
+    with _tracer.start_as_current_span(
+        f"process {job.queue_name}",
+        context=parent_context,
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        links=links,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield AttemptSpan(span)
+
+
+def record_attempt(
+    *,
+    queue: str,
+    task_name: str,
+    outcome: str,
+    duration: float | None,
+    error_type: str | None = None,
+) -> None:
+    """Count a finished attempt and record its duration (None for a lost attempt)."""
+    attributes = _metric_attributes(queue, task_name)
+    attributes[OUTCOME] = outcome
+    if error_type:
+        attributes[ERROR_TYPE] = error_type
+    consumed_messages.add(1, attributes)
+    if duration is not None:
+        attributes.pop(ERROR_TYPE, None)
+        process_duration.record(duration, attributes)
+
+
+def record_queue_wait(queue: str, task_name: str, seconds: float) -> None:
+    queue_wait.record(max(seconds, 0.0), _metric_attributes(queue, task_name))
+
+
+def error_type_of(exception: BaseException) -> str:
+    """The `error.type` value: the exception's qualified class name."""
+    cls = type(exception)
+    module = cls.__module__
+    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+
+
+# -- log correlation -----------------------------------------------------------------------
+
+_current_job: contextvars.ContextVar[tuple[Job, AttemptSpan] | None] = contextvars.ContextVar(
+    "tracedjobs_current_job", default=None
+)
+_factory_installed = False
+
+
+@contextlib.contextmanager
+def job_log_context(job: Job, span: AttemptSpan) -> Iterator[None]:
+    """While a job runs, log records carry its job id, task name, trace id and span id."""
+    token = _current_job.set((job, span))
+    try:
+        yield
+    finally:
+        _current_job.reset(token)
+
+
+def install_log_correlation() -> None:
+    """Add ``job_id``, ``task_name``, ``trace_id`` and ``span_id`` to every log record.
+
+    Outside a job they are empty strings, so format strings can always use them.
+    """
+    global _factory_installed
+    if _factory_installed:
+        return
+    _factory_installed = True
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        current = _current_job.get()
+        if current is None:
+            record.job_id = record.task_name = ""
+            span_context = trace.get_current_span().get_span_context()
+            if span_context.is_valid:
+                record.trace_id = format(span_context.trace_id, "032x")
+                record.span_id = format(span_context.span_id, "016x")
+            else:
+                record.trace_id = record.span_id = ""
+        else:
+            job, attempt_span = current
+            record.job_id = job.id
+            record.task_name = job.task_name
+            span_context = trace.get_current_span().get_span_context()
+            if span_context.is_valid:
+                record.trace_id = format(span_context.trace_id, "032x")
+                record.span_id = format(span_context.span_id, "016x")
+            else:
+                record.trace_id = attempt_span.trace_id or ""
+                record.span_id = attempt_span.span_id or ""
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+def worker_started(worker: Any) -> None:
+    install_log_correlation()
+
+
+def worker_stopped(worker: Any) -> None:
+    pass

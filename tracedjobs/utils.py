@@ -1,0 +1,72 @@
+"""Small helpers shared across modules."""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import re
+from typing import Any
+
+from tracedjobs.exceptions import ConfigurationError
+
+
+def utcnow() -> datetime.datetime:
+    """The current time, timezone-aware (UTC)."""
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def import_object(path: str) -> Any:
+    """Import ``module:attr`` (or ``module.attr``) and return the object."""
+    if ":" in path:
+        module_name, _, attr = path.partition(":")
+    else:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ConfigurationError(f"{path!r} is not of the form 'module:attribute'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import module {module_name!r}: {exc}") from exc
+    try:
+        obj: Any = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``'7d'``, ``'90m'``, ``'30s'``, ``'1.5h'`` or a bare number of seconds → seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (examples: 30s, 10m, 2h, 7d)")
+    return float(match[1]) * _UNIT_SECONDS[match[2] or "s"]
+
+
+def schedule_to_datetime(
+    schedule_at: datetime.datetime | None, schedule_in: dict[str, float] | None
+) -> datetime.datetime | None:
+    """Resolve Procrastinate's ``schedule_at`` / ``schedule_in={"seconds": 30}`` pair."""
+    if schedule_at is not None and schedule_in is not None:
+        raise ValueError("give schedule_at or schedule_in, not both")
+    if schedule_in is not None:
+        try:
+            return utcnow() + datetime.timedelta(**schedule_in)
+        except TypeError as exc:
+            raise ValueError(
+                f"schedule_in={schedule_in!r} is not valid: use timedelta keywords "
+                "such as {'seconds': 30} or {'minutes': 5}"
+            ) from exc
+    if schedule_at is not None and schedule_at.tzinfo is None:
+        raise ValueError("schedule_at must be timezone-aware (e.g. tracedjobs.utils.utcnow())")
+    return schedule_at
+
+
+def redact_url(url: str) -> str:
+    """The database URL without its password, for logs, errors and `top`."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"(password=)[^&\s]*", r"\1***", url))
