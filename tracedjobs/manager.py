@@ -185,6 +185,14 @@ class JobManager:
         )
         return int(rows[0]["n"])
 
+    def count_unfinished(self, job_ids: Sequence[int]) -> int:
+        rows = self.connector.execute(
+            "SELECT count(*) AS n FROM tracedjobs_jobs WHERE id = ANY(%(ids)s) "
+            "AND status IN ('todo', 'doing', 'aborting')",
+            {"ids": list(job_ids)},
+        )
+        return int(rows[0]["n"])
+
     # -- reading -----------------------------------------------------------------------
 
     def get_job(self, job_id: int) -> Job:

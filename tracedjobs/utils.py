@@ -69,4 +69,4 @@ def schedule_to_datetime(
 
 def redact_url(url: str) -> str:
     """The database URL without its password, for logs, errors and `top`."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"(password=)[^&\s]*", r"\1***", url))
+    return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", re.sub(r"(password=)[^&\s]+", r"\1***", url))

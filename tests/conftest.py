@@ -1,0 +1,108 @@
+"""Shared fixtures: a real PostgreSQL per test (a clone of a migrated template database).
+
+The server is ``$TRACEDJOBS_TEST_DATABASE_URL`` when set (e.g. the local server in .ci/run),
+else the embedded PostgreSQL started in a temporary ``TRACEDJOBS_HOME``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+import tracedjobs
+
+TEMPLATE = "tracedjobs_test_template"
+
+
+def _server_url() -> str:
+    url = os.environ.get("TRACEDJOBS_TEST_DATABASE_URL")
+    if url:
+        return url
+    from tracedjobs import embedded
+
+    os.environ.setdefault(
+        "TRACEDJOBS_HOME", os.path.join(tempfile.gettempdir(), "tracedjobs-test-home")
+    )
+    return embedded.start()
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    return _server_url()
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str) -> str:
+    """A migrated template database, rebuilt once per test session."""
+    from tracedjobs import migrations
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    with psycopg.connect(with_dbname(server_url, TEMPLATE), autocommit=True) as conn:
+        migrations.migrate(conn)
+        # Tables the test apps write to, to prove what ran where and when.
+        conn.execute(
+            """CREATE TABLE test_runs (
+                   id bigserial PRIMARY KEY, job_id bigint, label text, pid integer,
+                   started_at timestamptz, finished_at timestamptz, value jsonb)"""
+        )
+    return TEMPLATE
+
+
+@pytest.fixture
+def db_url(server_url: str, template_db: str) -> Iterator[str]:
+    """URL of a fresh, migrated database for this test."""
+    name = f"tj_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    url = with_dbname(server_url, name)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def empty_db_url(server_url: str) -> Iterator[str]:
+    """URL of a fresh database with no tracedjobs schema."""
+    name = f"tj_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield with_dbname(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def app(db_url: str) -> Iterator[tracedjobs.App]:
+    app = tracedjobs.App(database_url=db_url)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

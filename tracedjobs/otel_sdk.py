@@ -1,0 +1,114 @@
+"""OpenTelemetry SDK set-up for the ``tracedjobs`` command line (the library never does this).
+
+Reads the standard variables: ``OTEL_EXPORTER_OTLP_ENDPOINT`` (and the per-signal
+``…_TRACES_ENDPOINT``/``…_METRICS_ENDPOINT``), ``OTEL_EXPORTER_OTLP_PROTOCOL``
+(``http/protobuf``, the default, or ``grpc``), ``OTEL_SERVICE_NAME``,
+``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and ``OTEL_METRIC_EXPORT_INTERVAL``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SdkHandle:
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    metrics_server: Any = None
+    readers: list[MetricReader] = field(default_factory=list)
+
+    def shutdown(self) -> None:
+        """Flush and stop exporters (spans and metrics of the last jobs are not lost)."""
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
+        if self.metrics_server is not None:
+            server, thread = self.metrics_server
+            server.shutdown()
+            server.server_close()
+
+
+def _protocol(signal: str) -> str:
+    return (
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+
+
+def _endpoint_set(signal: str) -> bool:
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+    )
+
+
+def _span_exporter() -> Any:
+    if _protocol("TRACES") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+            OTLPSpanExporter,
+        )
+    return OTLPSpanExporter()
+
+
+def _metric_exporter() -> Any:
+    if _protocol("METRICS") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+            OTLPMetricExporter,
+        )
+    return OTLPMetricExporter()
+
+
+def configure(
+    *,
+    default_service_name: str = "tracedjobs-worker",
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+) -> SdkHandle:
+    """Install SDK providers when there is somewhere to send data; otherwise stay no-op."""
+    handle = SdkHandle()
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return handle
+    if not os.environ.get("OTEL_SERVICE_NAME"):
+        os.environ["OTEL_SERVICE_NAME"] = default_service_name
+    resource = Resource.create()
+
+    if _endpoint_set("TRACES"):
+        handle.tracer_provider = TracerProvider(resource=resource)
+        handle.tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter()))
+        trace.set_tracer_provider(handle.tracer_provider)
+
+    if _endpoint_set("METRICS"):
+        interval_ms = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000"))
+        handle.readers.append(
+            PeriodicExportingMetricReader(_metric_exporter(), export_interval_millis=interval_ms)
+        )
+    if metrics_port is not None:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+
+        handle.readers.append(PrometheusMetricReader())
+        handle.metrics_server = start_http_server(metrics_port, addr=metrics_host)
+        logger.info("Prometheus metrics on http://%s:%d/metrics", metrics_host, metrics_port)
+    if handle.readers:
+        handle.meter_provider = MeterProvider(resource=resource, metric_readers=handle.readers)
+        metrics.set_meter_provider(handle.meter_provider)
+    return handle
