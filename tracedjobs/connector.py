@@ -87,6 +87,7 @@ class PsycopgConnector:
             url = self.url
             with self._lock:
                 if self._sync_pool is None:
+                    _probe(url)
                     kwargs = {"min_size": 1, "max_size": 10, **self.pool_kwargs}
                     self._sync_pool = ConnectionPool(
                         url, configure=_configure_sync, open=False, name="tracedjobs", **kwargs
@@ -127,6 +128,7 @@ class PsycopgConnector:
             self._async_pool = None
         if self._async_pool is None:
             url = self.url
+            await _probe_async(url)
             kwargs = {"min_size": 1, "max_size": 10, **self.pool_kwargs}
             pool = AsyncConnectionPool(
                 url, configure=_configure_async, open=False, name="tracedjobs-async", **kwargs
@@ -176,6 +178,26 @@ class PsycopgConnector:
             if self._async_loop is asyncio.get_running_loop():
                 await pool.close()
         self.close()
+
+
+# A pool retries a failing connection quietly for its whole timeout; one direct attempt
+# first fails fast with the server's own reason (refused, unknown database, bad password).
+_PROBE_TIMEOUT = 10
+
+
+def _probe(url: str) -> None:
+    try:
+        psycopg.connect(url, connect_timeout=_PROBE_TIMEOUT).close()
+    except psycopg.Error as exc:
+        raise DatabaseError(describe_connection_error(url, exc)) from None
+
+
+async def _probe_async(url: str) -> None:
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=_PROBE_TIMEOUT)
+    except psycopg.Error as exc:
+        raise DatabaseError(describe_connection_error(url, exc)) from None
+    await conn.close()
 
 
 def _run_sync(conn: Any, sql: str, params: dict[str, Any] | None) -> list[dict[str, Any]]:

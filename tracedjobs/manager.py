@@ -107,6 +107,11 @@ def _with_history(job: Job, events: list[dict[str, Any]], attempts: list[dict[st
 _RETRYABLE_BY_HAND = (Status.FAILED,)
 
 
+def _with_filter(name: str, where: Any) -> psycopg.sql.Composed:
+    """A named query with its ``{filter}`` slot filled by a composed WHERE fragment."""
+    return psycopg.sql.SQL(sql.query(name)).format(filter=where)  # type: ignore[arg-type]
+
+
 def _check_retryable(row: dict[str, Any] | None, job_id: int, allowed: Sequence[Status]) -> Job:
     if row is None:
         raise JobNotFound(f"no job with id {job_id}")
@@ -428,6 +433,46 @@ class JobManager:
                 raise JobNotFound(f"no job with id {job_id}")
         return False
 
+    # -- `tracedjobs top` ---------------------------------------------------------------
+    # ``where`` is a psycopg.sql.Composable built by tui/model.py from fixed fragments;
+    # every value it refers to is a bound parameter in ``params``.
+
+    def top_snapshot(self, where: Any, params: dict[str, Any], *, conn: Any = None) -> dict[str, Any]:
+        rows = self.connector.execute(_with_filter("top_snapshot", where), params, conn=conn)  # type: ignore[arg-type]
+        return rows[0]
+
+    async def top_snapshot_async(
+        self, where: Any, params: dict[str, Any], *, conn: Any = None
+    ) -> dict[str, Any]:
+        rows = await self.connector.execute_async(
+            _with_filter("top_snapshot", where), params, conn=conn  # type: ignore[arg-type]
+        )
+        return rows[0]
+
+    async def top_matching_ids_async(
+        self, where: Any, params: dict[str, Any], statuses: Sequence[str], *, conn: Any = None
+    ) -> list[int]:
+        rows = await self.connector.execute_async(
+            _with_filter("top_matching_ids", where),  # type: ignore[arg-type]
+            {**params, "statuses": list(statuses)},
+            conn=conn,
+        )
+        return [r["id"] for r in rows]
+
+    async def retry_failed_jobs_async(self, ids: Sequence[int], *, conn: Any = None) -> int:
+        """Put these jobs back to todo if they are failed; returns how many were."""
+        rows = await self.connector.execute_async(
+            sql.query("retry_failed_jobs"), {"ids": list(ids)}, conn=conn
+        )
+        return len(rows)
+
+    async def cancel_todo_jobs_async(self, ids: Sequence[int], *, conn: Any = None) -> int:
+        """Cancel these jobs if they are waiting (todo); returns how many were."""
+        rows = await self.connector.execute_async(
+            sql.query("cancel_todo_jobs"), {"ids": list(ids)}, conn=conn
+        )
+        return len(rows)
+
     # -- maintenance -------------------------------------------------------------------
 
     def prune_jobs(self, older_than_seconds: float, statuses: Sequence[str]) -> int:
@@ -560,3 +605,27 @@ class JobManager:
 
     async def prune_periodic_ticks(self) -> None:
         await self.connector.execute_async(sql.query("prune_periodic_ticks"))
+
+    # -- database-wide gauges (one elected worker) ---------------------------------------
+
+    async def try_gauge_lock(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Try to become the gauge exporter; the lock lives as long as ``conn``'s session."""
+        cur = await conn.execute(sql.query("try_gauge_lock"))
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def gauge_snapshot(
+        self, conn: psycopg.AsyncConnection[Any], seconds_since_heartbeat: float
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Workers (with liveness), job counts by queue and status, oldest ready job per queue."""
+        result: dict[str, list[dict[str, Any]]] = {}
+        params = {"seconds": float(seconds_since_heartbeat)}
+        for key, name, args in (
+            ("workers", "gauge_workers", params),
+            ("queue_jobs", "gauge_queue_jobs", None),
+            ("oldest_ready", "gauge_oldest_ready", None),
+        ):
+            cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+            await cur.execute(sql.query(name), args)
+            result[key] = await cur.fetchall()
+        return result

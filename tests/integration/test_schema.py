@@ -1,0 +1,38 @@
+"""Schema versions: outdated, missing, self-migrating embedded default."""
+
+from __future__ import annotations
+
+import pytest
+
+import tracedjobs
+from tracedjobs import migrations
+from tracedjobs.exceptions import SchemaError
+
+
+def test_outdated_schema_names_the_command_that_fixes_it(
+    app: tracedjobs.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrations, "latest_version", lambda: 2)
+    with pytest.raises(SchemaError, match=r"version 1, this tracedjobs needs 2: run `tracedjobs migrate`"):
+        app.check_schema()
+    with pytest.raises(SchemaError):
+        app.run_worker(wait=False, install_signal_handlers=False)
+
+
+def test_missing_schema_is_reported(empty_db_url: str) -> None:
+    app = tracedjobs.App(database_url=empty_db_url)
+    with pytest.raises(SchemaError, match="do not exist.*tracedjobs migrate"):
+        app.check_schema()
+    assert app.migrate() == ["0001_initial"]
+    assert app.check_schema() == 1
+    assert app.migrate() == []
+    app.close()
+
+
+def test_every_query_and_migration_is_loaded() -> None:
+    from tracedjobs import sql
+
+    names = sql.queries()
+    assert {"defer_jobs", "claim_jobs", "finish_jobs", "get_stalled_jobs"} <= set(names)
+    assert all(body.strip() for body in names.values())
+    assert [m[0] for m in sql.migrations()] == list(range(1, migrations.latest_version() + 1))
