@@ -25,7 +25,9 @@ def cli_env(db_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(db_url: str, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    db_url: str, *args: str, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
     """Run `tracedjobs ARGS` to completion; returns the finished process."""
     return subprocess.run(
         [sys.executable, "-m", "tracedjobs.cli", *args],

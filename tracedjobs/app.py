@@ -43,7 +43,9 @@ class App:
         if database_url is not None and connector is not None:
             raise ConfigurationError("give database_url or connector, not both")
         if trace_parent not in ("link", "parent"):
-            raise ConfigurationError(f"trace_parent must be 'link' or 'parent', not {trace_parent!r}")
+            raise ConfigurationError(
+                f"trace_parent must be 'link' or 'parent', not {trace_parent!r}"
+            )
         self.connector = connector or PsycopgConnector(conninfo=database_url)
         self.trace_parent: TraceParent = trace_parent
         self.record_args = record_args
@@ -61,6 +63,8 @@ class App:
     @overload
     def task(
         self,
+        func: None = None,
+        /,
         *,
         name: str | None = None,
         queue: str = "default",
@@ -111,7 +115,9 @@ class App:
             return self.tasks[name]
         except KeyError:
             known = ", ".join(sorted(self.tasks)) or "none"
-            raise TaskNotFound(f"no task named {name!r} in this app (known tasks: {known})") from None
+            raise TaskNotFound(
+                f"no task named {name!r} in this app (known tasks: {known})"
+            ) from None
 
     def configure_task(self, name: str, **options: Any) -> JobDeferrer:
         """Defer a task by name (Procrastinate's ``app.configure_task``)."""

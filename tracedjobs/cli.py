@@ -82,7 +82,7 @@ def _parse_when(text: str) -> datetime.datetime:
         value = datetime.datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO date") from None
-    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def cmd_defer(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         raise UsageError(f"arguments are not valid JSON: {exc}") from None
     if not isinstance(kwargs, dict):
-        raise UsageError("arguments must be a JSON object, e.g. '{\"to\": \"a@b.c\"}'")
+        raise UsageError('arguments must be a JSON object, e.g. \'{"to": "a@b.c"}\'')
     app = _ready_app(args, required=True)
     options: dict[str, Any] = {}
     for key in ("queue", "priority", "lock", "queueing_lock"):
@@ -179,10 +179,14 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
         _print_json(job.to_dict())
         return 0
     console = _console()
-    console.print(f"[bold]job {job.id}[/]  {job.task_name}  queue={job.queue_name}  "
-                  f"status=[bold]{job.status}[/]  attempts={job.attempts}  priority={job.priority}")
-    console.print(f"  lock={job.lock or '-'}  queueing_lock={job.queueing_lock or '-'}  "
-                  f"scheduled={_fmt_time(job.scheduled_at)}  created={_fmt_time(job.created_at)}")
+    console.print(
+        f"[bold]job {job.id}[/]  {job.task_name}  queue={job.queue_name}  "
+        f"status=[bold]{job.status}[/]  attempts={job.attempts}  priority={job.priority}"
+    )
+    console.print(
+        f"  lock={job.lock or '-'}  queueing_lock={job.queueing_lock or '-'}  "
+        f"scheduled={_fmt_time(job.scheduled_at)}  created={_fmt_time(job.created_at)}"
+    )
     console.print(f"  trace id: {job.trace_id or '-'}")
     console.print("  args: " + json.dumps(job.args), markup=False)
     console.print("[bold]events[/]")
@@ -192,8 +196,10 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
     console.print("[bold]attempts[/]")
     for a in job.attempt_records:
         duration = f"{a.duration:.3f}s" if a.duration is not None else "running"
-        line = (f"  #{a.attempt}  {_fmt_time(a.started_at)}  {a.outcome or 'running'}  "
-                f"{duration}  worker={a.worker_name or '-'}  trace={a.trace_id or '-'}")
+        line = (
+            f"  #{a.attempt}  {_fmt_time(a.started_at)}  {a.outcome or 'running'}  "
+            f"{duration}  worker={a.worker_name or '-'}  trace={a.trace_id or '-'}"
+        )
         console.print(line, markup=False)
         if a.error_type:
             console.print(f"      {a.error_type}: {a.error_message}", markup=False)
@@ -253,6 +259,7 @@ def cmd_stalled(args: argparse.Namespace) -> int:
     for job in jobs:
         print(f"{job.id}\t{job.task_name}\t{job.queue_name}\tworker={job.worker_id or '-'}")
     if args.retry:
+
         async def retry_all() -> None:
             for job in jobs:
                 await app.job_manager.retry_job(job)
@@ -292,12 +299,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     from tracedjobs import embedded
 
-    if args.database_url or os.environ.get("TRACEDJOBS_DATABASE_URL"):
-        if args.action != "url":
-            raise UsageError(
-                "`tracedjobs db start|stop|status` manage the embedded PostgreSQL; "
-                "TRACEDJOBS_DATABASE_URL points at another server"
-            )
+    if (args.database_url or os.environ.get("TRACEDJOBS_DATABASE_URL")) and args.action != "url":
+        raise UsageError(
+            "`tracedjobs db start|stop|status` manage the embedded PostgreSQL; "
+            "TRACEDJOBS_DATABASE_URL points at another server"
+        )
     if args.action == "start":
         url = embedded.start()
         from tracedjobs.app import App
@@ -363,7 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--app", help=f"the App to use, as module:attribute (or ${APP_ENV})")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
-    parser = _Parser(prog="tracedjobs", description="A PostgreSQL job runner, observable by design.")
+    parser = _Parser(
+        prog="tracedjobs", description="A PostgreSQL job runner, observable by design."
+    )
     from tracedjobs import __version__
 
     parser.add_argument("--version", action="version", version=f"tracedjobs {__version__}")
@@ -376,32 +384,69 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("worker", cmd_worker, "run a worker")
-    p.add_argument("-q", "--queue", action="append", help="queue to consume (repeatable; default all)")
-    p.add_argument("-c", "--concurrency", type=_positive_int, default=1, help="jobs at once (default 1)")
+    p.add_argument(
+        "-q", "--queue", action="append", help="queue to consume (repeatable; default all)"
+    )
+    p.add_argument(
+        "-c", "--concurrency", type=_positive_int, default=1, help="jobs at once (default 1)"
+    )
     p.add_argument("--name", help="worker name shown in top (default host:pid)")
-    p.add_argument("--wait", dest="wait", action="store_true", default=True,
-                   help="keep waiting for new jobs (default)")
-    p.add_argument("--one-shot", dest="wait", action="store_false",
-                   help="exit once no job is ready")
+    p.add_argument(
+        "--wait",
+        dest="wait",
+        action="store_true",
+        default=True,
+        help="keep waiting for new jobs (default)",
+    )
+    p.add_argument(
+        "--one-shot", dest="wait", action="store_false", help="exit once no job is ready"
+    )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
-    p.add_argument("--metrics-host", default="127.0.0.1",
-                   help="address for --metrics-port (default 127.0.0.1)")
-    p.add_argument("--polling-interval", type=_seconds, default=5.0,
-                   help="fallback poll when no notification arrives (default 5s)")
-    p.add_argument("--heartbeat-interval", type=_seconds, default=10.0,
-                   help="update_heartbeat_interval (default 10s)")
-    p.add_argument("--stalled-timeout", type=_seconds, default=30.0,
-                   help="stalled_worker_timeout: a worker silent this long is dead (default 30s)")
-    p.add_argument("--no-rescue", dest="rescue", action="store_false", default=True,
-                   help="do not rescue jobs of dead workers automatically")
-    p.add_argument("--periodic-catch-up", type=_seconds, default=0.0,
-                   help="defer periodic ticks missed up to this long ago at start (default 0)")
-    p.add_argument("--shutdown-timeout", type=_seconds,
-                   help="after the first SIGTERM, exit anyway after this long")
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)"
+    )
+    p.add_argument(
+        "--polling-interval",
+        type=_seconds,
+        default=5.0,
+        help="fallback poll when no notification arrives (default 5s)",
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        type=_seconds,
+        default=10.0,
+        help="update_heartbeat_interval (default 10s)",
+    )
+    p.add_argument(
+        "--stalled-timeout",
+        type=_seconds,
+        default=30.0,
+        help="stalled_worker_timeout: a worker silent this long is dead (default 30s)",
+    )
+    p.add_argument(
+        "--no-rescue",
+        dest="rescue",
+        action="store_false",
+        default=True,
+        help="do not rescue jobs of dead workers automatically",
+    )
+    p.add_argument(
+        "--periodic-catch-up",
+        type=_seconds,
+        default=0.0,
+        help="defer periodic ticks missed up to this long ago at start (default 0)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=_seconds,
+        help="after the first SIGTERM, exit anyway after this long",
+    )
 
     p = add("defer", cmd_defer, "defer a job of a task")
     p.add_argument("task", help="task name")
-    p.add_argument("json_args", nargs="?", default="{}", metavar="JSON", help="arguments as a JSON object")
+    p.add_argument(
+        "json_args", nargs="?", default="{}", metavar="JSON", help="arguments as a JSON object"
+    )
     p.add_argument("--queue")
     p.add_argument("--priority", type=int)
     p.add_argument("--lock")
@@ -442,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("stalled", cmd_stalled, "list (or --retry) jobs whose worker stopped heartbeating")
     p.add_argument("--retry", action="store_true")
-    p.add_argument("--seconds", type=_seconds, default=30.0, help="seconds_since_heartbeat (default 30)")
+    p.add_argument(
+        "--seconds", type=_seconds, default=30.0, help="seconds_since_heartbeat (default 30)"
+    )
     p.add_argument("--json", action="store_true")
 
     p = add("prune", cmd_prune, "delete old finished jobs")
@@ -465,9 +512,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task")
     p.add_argument("--interval", type=_seconds, default=2.0, help="refresh every (default 2s)")
     p.add_argument("--read-only", action="store_true", help="hide retry/cancel actions")
-    p.add_argument("--trace-url", help="link template for trace ids, e.g. https://tempo/…/{trace_id}")
-    p.add_argument("--seconds", type=_seconds, default=30.0,
-                   help="seconds_since_heartbeat for alive/stale (default 30)")
+    p.add_argument(
+        "--trace-url", help="link template for trace ids, e.g. https://tempo/…/{trace_id}"
+    )
+    p.add_argument(
+        "--seconds",
+        type=_seconds,
+        default=30.0,
+        help="seconds_since_heartbeat for alive/stale (default 30)",
+    )
     return parser
 
 

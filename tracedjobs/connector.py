@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -22,9 +23,12 @@ from tracedjobs.utils import redact_url
 
 DATABASE_URL_ENV = "TRACEDJOBS_DATABASE_URL"
 
+# A named query, or one composed from fixed fragments with psycopg.sql.
+Query = str | pgsql.Composable
+
 
 def resolve_database_url(url: str | None) -> tuple[str, bool]:
-    """(url, is_embedded): the given URL, else $TRACEDJOBS_DATABASE_URL, else the embedded server."""
+    """(url, is_embedded): the given URL, else $TRACEDJOBS_DATABASE_URL, else the embedded one."""
     url = url or os.environ.get(DATABASE_URL_ENV) or None
     if url:
         if not url.startswith(("postgresql://", "postgres://")) and "=" not in url:
@@ -111,7 +115,7 @@ class PsycopgConnector:
             raise DatabaseError(describe_connection_error(self.url, exc)) from exc
 
     def execute(
-        self, sql: str, params: dict[str, Any] | None = None, *, conn: Any = None
+        self, sql: Query, params: dict[str, Any] | None = None, *, conn: Any = None
     ) -> list[dict[str, Any]]:
         """Run one statement; rows as dicts (empty list when it returns none)."""
         if conn is not None:
@@ -151,7 +155,7 @@ class PsycopgConnector:
             raise DatabaseError(describe_connection_error(self.url, exc)) from exc
 
     async def execute_async(
-        self, sql: str, params: dict[str, Any] | None = None, *, conn: Any = None
+        self, sql: Query, params: dict[str, Any] | None = None, *, conn: Any = None
     ) -> list[dict[str, Any]]:
         if conn is not None:
             return await _run_async(conn, sql, params)
@@ -200,13 +204,13 @@ async def _probe_async(url: str) -> None:
     await conn.close()
 
 
-def _run_sync(conn: Any, sql: str, params: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _run_sync(conn: Any, sql: Query, params: dict[str, Any] | None) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(sql, params)
         return cur.fetchall() if cur.description else []
 
 
-async def _run_async(conn: Any, sql: str, params: dict[str, Any] | None) -> list[dict[str, Any]]:
+async def _run_async(conn: Any, sql: Query, params: dict[str, Any] | None) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)
         return await cur.fetchall() if cur.description else []

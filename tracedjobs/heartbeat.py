@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tracedjobs import retry
 from tracedjobs.exceptions import JobLost
@@ -25,7 +25,7 @@ def decide_lost(app: App, job: Job) -> AttemptResult:
     attempt counts as an attempt), and with no retry left it fails.
     """
     message = "the worker running this attempt stopped heartbeating"
-    base = {
+    base: dict[str, Any] = {
         "job_id": job.id,
         "attempt_id": job.attempt_id or 0,
         "outcome": Outcome.LOST,
@@ -51,7 +51,11 @@ def decide_lost(app: App, job: Job) -> AttemptResult:
             error_message=f"{message}; the task declares on_lost='fail'",
             **base,
         )
-    decision = retry.decide(task.retry_strategy, JobLost(message), job)
+    try:
+        decision = retry.decide(task.retry_strategy, JobLost(message), job)
+    except Exception:
+        logger.exception("retry strategy of task %s raised; not retrying", job.task_name)
+        decision = None
     if decision is None:
         return AttemptResult(
             status=Status.FAILED,

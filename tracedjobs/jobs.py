@@ -8,7 +8,7 @@ import enum
 from typing import Any
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """A job's status, as Procrastinate names them."""
 
     TODO = "todo"
@@ -26,7 +26,7 @@ class Status(str, enum.Enum):
 FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.ABORTED)
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """How one attempt ended (also the `tracedjobs.job.outcome` telemetry attribute)."""
 
     SUCCEEDED = "succeeded"

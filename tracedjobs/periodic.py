@@ -43,10 +43,8 @@ class PeriodicTask:
 
     def ticks_between(self, start: float, end: float) -> list[int]:
         """Tick timestamps t with start < t <= end (epoch seconds)."""
-        it = croniter(
-            self.schedule, datetime.datetime.fromtimestamp(start, datetime.timezone.utc)
-        )
-        ticks = []
+        it = croniter(self.schedule, datetime.datetime.fromtimestamp(start, datetime.UTC))
+        ticks: list[int] = []
         while True:
             tick = int(it.get_next(float))
             if tick > end:
@@ -54,9 +52,7 @@ class PeriodicTask:
             ticks.append(tick)
 
     def next_tick_after(self, moment: float) -> float:
-        it = croniter(
-            self.schedule, datetime.datetime.fromtimestamp(moment, datetime.timezone.utc)
-        )
+        it = croniter(self.schedule, datetime.datetime.fromtimestamp(moment, datetime.UTC))
         return float(it.get_next(float))
 
 

@@ -182,7 +182,7 @@ class Task(Generic[P, R]):
         self.timeout = timeout
         self.on_lost: OnLost = on_lost
         self.is_async = inspect.iscoroutinefunction(func)
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)
 
     @property
     def retry(self) -> BaseRetryStrategy:

@@ -12,7 +12,7 @@ from tracedjobs.exceptions import ConfigurationError
 
 def utcnow() -> datetime.datetime:
     """The current time, timezone-aware (UTC)."""
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def import_object(path: str) -> Any:

@@ -21,8 +21,20 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
 
 def test_help_everywhere(db_url: str) -> None:
     for args in (
-        [], ["worker"], ["defer"], ["jobs"], ["jobs", "list"], ["jobs", "show"], ["jobs", "retry"],
-        ["jobs", "cancel"], ["stalled"], ["prune"], ["migrate"], ["db"], ["demo"], ["top"],
+        [],
+        ["worker"],
+        ["defer"],
+        ["jobs"],
+        ["jobs", "list"],
+        ["jobs", "show"],
+        ["jobs", "retry"],
+        ["jobs", "cancel"],
+        ["stalled"],
+        ["prune"],
+        ["migrate"],
+        ["db"],
+        ["demo"],
+        ["top"],
     ):
         result = run_cli(db_url, *args, "--help")
         assert result.returncode == 0, (args, result.stderr)
@@ -38,10 +50,15 @@ def test_defer_list_show_and_worker_round_trip(db_url: str, tmp_path) -> None:
     assert listed.returncode == 0
     [job] = json.loads(listed.stdout)
     assert (job["id"], job["task_name"], job["status"], job["args"]) == (
-        job_id, "record", "todo", {"label": "cli"}
+        job_id,
+        "record",
+        "todo",
+        {"label": "cli"},
     )
 
-    worker = WorkerProcess(db_url, "tests.apps.basic:app", "--one-shot", log_path=tmp_path / "w.log")
+    worker = WorkerProcess(
+        db_url, "tests.apps.basic:app", "--one-shot", log_path=tmp_path / "w.log"
+    )
     assert worker.wait(60) == 0, worker.output()
     worker.stop()
     assert scalar(db_url, "SELECT label FROM test_runs") == "cli"
@@ -61,7 +78,10 @@ def test_defer_list_show_and_worker_round_trip(db_url: str, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["defer", "--app", "tests.apps.basic:app", "no_such_task"], ["no task named 'no_such_task'"]),
+        (
+            ["defer", "--app", "tests.apps.basic:app", "no_such_task"],
+            ["no task named 'no_such_task'"],
+        ),
         (["defer", "--app", "tests.apps.basic:app", "record", "{not json"], ["not valid JSON"]),
         (["defer", "--app", "tests.apps.basic:app", "record", "[1, 2]"], ["JSON object"]),
         (["defer", "record", "{}"], ["needs --app"]),
@@ -71,7 +91,10 @@ def test_defer_list_show_and_worker_round_trip(db_url: str, tmp_path) -> None:
         (["defer", "--app", "tests.apps.basic:app", "record", "--in", "soon"], ["not a duration"]),
         (["worker"], ["needs --app"]),
         (["worker", "--app", "tests.apps.basic:app", "--concurrency", "0"], ["at least 1"]),
-        (["worker", "--app", "tests.apps.basic:app", "--heartbeat-interval", "x"], ["not a duration"]),
+        (
+            ["worker", "--app", "tests.apps.basic:app", "--heartbeat-interval", "x"],
+            ["not a duration"],
+        ),
         (["jobs", "show", "999999"], ["no job with id 999999"]),
         (["jobs", "show", "abc"], ["invalid int value"]),
         (["jobs", "list", "--status", "bogus"], ["invalid choice"]),
@@ -85,7 +108,9 @@ def test_defer_list_show_and_worker_round_trip(db_url: str, tmp_path) -> None:
         (["db", "explode"], ["invalid choice"]),
     ],
 )
-def test_bad_input_gives_one_line_and_nonzero_exit(db_url: str, args: list[str], fragments: list[str]) -> None:
+def test_bad_input_gives_one_line_and_nonzero_exit(
+    db_url: str, args: list[str], fragments: list[str]
+) -> None:
     assert_one_line_error(run_cli(db_url, *args), *fragments)
 
 
@@ -111,7 +136,10 @@ def test_worker_refuses_a_database_without_schema(empty_db_url: str) -> None:
 
 
 def test_worker_refuses_a_schema_newer_than_itself(db_url: str) -> None:
-    scalar(db_url, "INSERT INTO tracedjobs_migrations (version, name) VALUES (99, 'future') RETURNING 1")
+    scalar(
+        db_url,
+        "INSERT INTO tracedjobs_migrations (version, name) VALUES (99, 'future') RETURNING 1",
+    )
     result = run_cli(db_url, "worker", "--app", "tests.apps.basic:app", "--one-shot")
     assert_one_line_error(result, "newer than this tracedjobs", "upgrade tracedjobs")
 
@@ -125,13 +153,18 @@ def test_migrate_is_idempotent(empty_db_url: str) -> None:
 
 
 def test_concurrent_migrations_do_not_collide(empty_db_url: str) -> None:
-    from tests.helpers import cli_env, ROOT
     import sys
+
+    from tests.helpers import ROOT, cli_env
 
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tracedjobs.cli", "migrate"], env=cli_env(empty_db_url),
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "tracedjobs.cli", "migrate"],
+            env=cli_env(empty_db_url),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(3)
     ]

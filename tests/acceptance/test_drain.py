@@ -18,7 +18,11 @@ def test_three_workers_of_concurrency_five_run_3000_jobs_exactly_once(
 
     workers = [
         WorkerProcess(
-            db_url, "tests.apps.basic:app", "--concurrency", "5", "--one-shot",
+            db_url,
+            "tests.apps.basic:app",
+            "--concurrency",
+            "5",
+            "--one-shot",
             log_path=tmp_path / f"w{i}.log",
         )
         for i in range(3)
@@ -40,6 +44,9 @@ def test_three_workers_of_concurrency_five_run_3000_jobs_exactly_once(
     # All three processes took part.
     assert scalar(db_url, "SELECT count(DISTINCT pid) FROM test_runs") == 3
     # One attempt per job, each with its outcome.
-    assert scalar(db_url, "SELECT count(*) FROM tracedjobs_attempts WHERE outcome = 'succeeded'") == 3000
+    assert (
+        scalar(db_url, "SELECT count(*) FROM tracedjobs_attempts WHERE outcome = 'succeeded'")
+        == 3000
+    )
     # Clean exits removed the worker rows.
     wait_until(lambda: scalar(db_url, "SELECT count(*) FROM tracedjobs_workers") == 0, 10)

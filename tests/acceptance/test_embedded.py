@@ -14,13 +14,20 @@ from tests.helpers import ROOT
 
 
 def cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TRACEDJOBS_DATABASE_URL",) and not k.startswith("OTEL_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TRACEDJOBS_DATABASE_URL",) and not k.startswith("OTEL_")
+    }
     env["TRACEDJOBS_HOME"] = str(home)
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
         [sys.executable, "-m", "tracedjobs.cli", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
     )
 
 
@@ -36,8 +43,14 @@ def test_two_processes_starting_it_at_once_share_one_server(home: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRACEDJOBS_DATABASE_URL"}
     env.update(TRACEDJOBS_HOME=str(home), PYTHONPATH=str(ROOT))
     procs = [
-        subprocess.Popen([sys.executable, "-m", "tracedjobs.cli", "db", "start"], env=env,
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "tracedjobs.cli", "db", "start"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=180) for p in procs]

@@ -28,7 +28,11 @@ def test_defer_stores_the_job_with_task_options(app: tracedjobs.App, tasks: dict
     job_id = tasks["send"].defer(to="a@b.c")
     job = app.job_manager.get_job(job_id)
     assert (job.task_name, job.queue_name, job.queue, job.priority, job.lock) == (
-        "send", "emails", "emails", 3, "L"
+        "send",
+        "emails",
+        "emails",
+        3,
+        "L",
     )
     assert job.args == {"to": "a@b.c"}
     assert job.status == tracedjobs.Status.TODO and job.attempts == 0
@@ -40,7 +44,9 @@ def test_configure_overrides_options_and_schedules(app: tracedjobs.App, tasks: d
     before = tracedjobs.utils.utcnow()
     job_id = (
         tasks["send"]
-        .configure(schedule_in={"seconds": 30}, priority=5, queue="q", lock="l2", queueing_lock="ql")
+        .configure(
+            schedule_in={"seconds": 30}, priority=5, queue="q", lock="l2", queueing_lock="ql"
+        )
         .defer(to="x")
     )
     job = app.job_manager.get_job(job_id)
@@ -59,9 +65,7 @@ def test_configure_rejects_naive_datetimes_and_both_schedules(tasks: dict) -> No
     with pytest.raises(ValueError, match="timezone-aware"):
         tasks["plain"].configure(schedule_at=datetime.datetime(2030, 1, 1))
     with pytest.raises(ValueError, match="not both"):
-        tasks["plain"].configure(
-            schedule_at=tracedjobs.utils.utcnow(), schedule_in={"seconds": 1}
-        )
+        tasks["plain"].configure(schedule_at=tracedjobs.utils.utcnow(), schedule_in={"seconds": 1})
 
 
 def test_defer_async_and_batch_defer_async(app: tracedjobs.App, tasks: dict) -> None:
@@ -80,7 +84,10 @@ def test_defer_async_and_batch_defer_async(app: tracedjobs.App, tasks: dict) -> 
 def test_batch_defer_of_many_jobs_keeps_order(app: tracedjobs.App, tasks: dict) -> None:
     ids = tasks["plain"].batch_defer(*({"n": i} for i in range(1000)))
     assert len(ids) == 1000
-    assert scalar(app.connector.url, "SELECT count(*) FROM tracedjobs_events WHERE type='deferred'") == 1000
+    assert (
+        scalar(app.connector.url, "SELECT count(*) FROM tracedjobs_events WHERE type='deferred'")
+        == 1000
+    )
     rows = app.job_manager.list_jobs(limit=1000)
     assert {j.id: j.args["n"] for j in rows} == {job_id: n for n, job_id in enumerate(ids)}
 
@@ -88,7 +95,7 @@ def test_batch_defer_of_many_jobs_keeps_order(app: tracedjobs.App, tasks: dict) 
 def test_non_json_argument_is_refused_naming_it_and_nothing_is_written(
     app: tracedjobs.App, tasks: dict
 ) -> None:
-    with pytest.raises(TypeError, match="argument 'when'.*not JSON-serialisable"):
+    with pytest.raises(TypeError, match=r"argument 'when'.*not JSON-serialisable"):
         tasks["plain"].defer(ok=1, when=datetime.datetime.now())
     with pytest.raises(TypeError, match="argument 'blob'"):
         tasks["plain"].batch_defer({"ok": 1}, {"blob": b"bytes"})
@@ -143,7 +150,9 @@ def test_queueing_lock_allows_one_waiting_job(app: tracedjobs.App, tasks: dict) 
     assert len(app.job_manager.list_jobs(status="todo")) == 1
 
 
-def test_a_batch_with_a_taken_queueing_lock_writes_nothing(app: tracedjobs.App, tasks: dict) -> None:
+def test_a_batch_with_a_taken_queueing_lock_writes_nothing(
+    app: tracedjobs.App, tasks: dict
+) -> None:
     tasks["plain"].configure(queueing_lock="ql").defer()
     with pytest.raises(AlreadyEnqueued):
         tasks["plain"].configure(queueing_lock="ql").batch_defer({"a": 1})

@@ -40,7 +40,9 @@ def test_exceptions_module_and_utils() -> None:
 
 
 def test_tracedjobs_app_env_var_selects_the_app(db_url: str) -> None:
-    result = run_cli(db_url, "defer", "record", '{"label": "env"}', TRACEDJOBS_APP="tests.apps.basic:app")
+    result = run_cli(
+        db_url, "defer", "record", '{"label": "env"}', TRACEDJOBS_APP="tests.apps.basic:app"
+    )
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.strip()) > 0
 

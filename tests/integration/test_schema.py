@@ -13,7 +13,9 @@ def test_outdated_schema_names_the_command_that_fixes_it(
     app: tracedjobs.App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(migrations, "latest_version", lambda: 2)
-    with pytest.raises(SchemaError, match=r"version 1, this tracedjobs needs 2: run `tracedjobs migrate`"):
+    with pytest.raises(
+        SchemaError, match=r"version 1, this tracedjobs needs 2: run `tracedjobs migrate`"
+    ):
         app.check_schema()
     with pytest.raises(SchemaError):
         app.run_worker(wait=False, install_signal_handlers=False)
@@ -21,7 +23,7 @@ def test_outdated_schema_names_the_command_that_fixes_it(
 
 def test_missing_schema_is_reported(empty_db_url: str) -> None:
     app = tracedjobs.App(database_url=empty_db_url)
-    with pytest.raises(SchemaError, match="do not exist.*tracedjobs migrate"):
+    with pytest.raises(SchemaError, match=r"do not exist.*tracedjobs migrate"):
         app.check_schema()
     assert app.migrate() == ["0001_initial"]
     assert app.check_schema() == 1

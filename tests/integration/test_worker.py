@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -69,7 +70,7 @@ def test_jobs_sharing_a_lock_never_overlap_and_run_in_defer_order(app: tracedjob
     run_until_idle(app, concurrency=5)
     in_lock = sorted((s, e, n) for n, s, e in intervals if n < 6)
     assert [n for _s, _e, n in in_lock] == [0, 1, 2, 3, 4, 5]
-    for (_s1, end1, _n1), (start2, _e2, _n2) in zip(in_lock, in_lock[1:]):
+    for (_s1, end1, _n1), (start2, _e2, _n2) in itertools.pairwise(in_lock):
         assert end1 <= start2
     # The unlocked jobs did overlap with the locked ones (concurrency was used).
     free_starts = [s for n, s, _e in intervals if n >= 6]
