@@ -18,7 +18,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import tracedjobs
 
-TEMPLATE = "tracedjobs_test_template"
+# One template per test session (pid): concurrent sessions on one server must not drop
+# each other's template mid-run.
+TEMPLATE = f"tracedjobs_test_template_{os.getpid()}"
 
 
 def _server_url() -> str:
@@ -45,7 +47,7 @@ def server_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def template_db(server_url: str) -> str:
+def template_db(server_url: str) -> Iterator[str]:
     """A migrated template database, rebuilt once per test session."""
     from tracedjobs import migrations
 
@@ -60,7 +62,9 @@ def template_db(server_url: str) -> str:
                    id bigserial PRIMARY KEY, job_id bigint, label text, pid integer,
                    started_at timestamptz, finished_at timestamptz, value jsonb)"""
         )
-    return TEMPLATE
+    yield TEMPLATE
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
 
 
 @pytest.fixture
