@@ -30,6 +30,9 @@ WITH candidates AS (
      WHERE j.status = 'todo'
        AND (%(queues)s::text[] IS NULL OR j.queue_name = ANY (%(queues)s::text[]))
        AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+       -- A worker declared dead (its row deleted by a rescuer) claims nothing until it
+       -- registers again: its new jobs would otherwise look orphaned and be rescued.
+       AND EXISTS (SELECT 1 FROM tracedjobs_workers w WHERE w.id = %(worker_id)s)
        AND (j.lock IS NULL OR NOT EXISTS (
             SELECT 1 FROM tracedjobs_jobs o
              WHERE o.lock = j.lock
@@ -150,12 +153,15 @@ SELECT id, queue_name, task_name, priority, lock, queueing_lock, args, status, s
    FOR UPDATE;
 
 -- name: lock_orphan_jobs
--- Running jobs whose worker row is gone (pruned, or deleted by hand) are stalled too.
+-- Running jobs whose worker row is gone (pruned, or deleted by hand) are stalled too —
+-- once they have run that long: a worker declared dead while only paused may claim a job
+-- just before its next heartbeat registers it again, and that job is not lost.
 SELECT id, queue_name, task_name, priority, lock, queueing_lock, args, status, scheduled_at,
        created_at, attempts, attempt_id, traceparent, tracestate
   FROM tracedjobs_jobs j
  WHERE status IN ('doing', 'aborting')
    AND NOT EXISTS (SELECT 1 FROM tracedjobs_workers w WHERE w.id = j.worker_id)
+   AND j.started_at < tracedjobs_heartbeat_cutoff(%(seconds)s)
    FOR UPDATE SKIP LOCKED;
 
 -- name: prune_dead_workers
@@ -314,3 +320,179 @@ SELECT id FROM tracedjobs_jobs
    AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s)
    AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s)
  ORDER BY id;
+
+-- name: try_gauge_lock
+-- Elects the one worker that exports the database-wide gauges: a session-level advisory
+-- lock, held by that worker's dedicated connection until it closes (or its process dies).
+SELECT pg_try_advisory_lock(7264051894);
+
+-- name: gauge_workers
+-- Liveness comes from tracedjobs_heartbeat_cutoff, like every other liveness decision.
+SELECT id::text AS id, hostname,
+       greatest(extract(epoch FROM now() - last_heartbeat_at), 0)::float8 AS heartbeat_age,
+       last_heartbeat_at >= tracedjobs_heartbeat_cutoff(%(seconds)s) AS alive
+  FROM tracedjobs_workers;
+
+-- name: gauge_queue_jobs
+SELECT queue_name, status, count(*)::bigint AS jobs
+  FROM tracedjobs_jobs
+ GROUP BY queue_name, status;
+
+-- name: gauge_oldest_ready
+-- Age of the oldest ready `todo` job per queue, counted from when it became runnable.
+SELECT queue_name,
+       greatest(extract(epoch FROM now() - min(coalesce(scheduled_at, created_at))), 0)::float8 AS age
+  FROM tracedjobs_jobs
+ WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+ GROUP BY queue_name;
+
+-- name: top_snapshot
+-- Everything one refresh of `tracedjobs top` shows, in one round trip. {filter} is a WHERE
+-- fragment over tracedjobs_jobs j assembled by tui/model.py from fixed pieces whose values
+-- are bound parameters. Ages and times are epoch seconds (database clock).
+WITH raw_counts AS (
+    -- Few rows: one per queue, status and "scheduled later". Failed jobs (which may pile
+    -- up) are counted from the (queue_name, status) index alone.
+    SELECT j.queue_name, j.status, j.scheduled_at > now() AS later, count(*) AS n,
+           min(coalesce(j.scheduled_at, j.created_at)) AS oldest
+      FROM tracedjobs_jobs j
+     WHERE j.status IN ('todo', 'doing', 'aborting')
+       AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+       AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
+     GROUP BY 1, 2, 3
+    UNION ALL
+    SELECT j.queue_name, 'failed', false, count(*), NULL
+      FROM tracedjobs_jobs j
+     WHERE j.status = 'failed'
+       AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+       AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
+     GROUP BY 1
+), counts AS (
+    SELECT queue_name,
+           coalesce(sum(n) FILTER (WHERE status = 'todo' AND later IS NOT TRUE), 0) AS ready,
+           coalesce(sum(n) FILTER (WHERE status = 'todo' AND later), 0) AS scheduled,
+           coalesce(sum(n) FILTER (WHERE status IN ('doing', 'aborting')), 0) AS running,
+           coalesce(sum(n) FILTER (WHERE status = 'failed'), 0) AS failed,
+           extract(epoch FROM now() - min(oldest)
+                   FILTER (WHERE status = 'todo' AND later IS NOT TRUE))::float8 AS oldest_ready_age
+      FROM raw_counts
+     GROUP BY queue_name
+), recent AS (
+    -- Attempts finished in the last minutes (the finished_at index bounds the scan).
+    SELECT j.queue_name, a.outcome, a.finished_at, a.queue_wait
+      FROM tracedjobs_attempts a JOIN tracedjobs_jobs j ON j.id = a.job_id
+     WHERE a.finished_at >= now() - make_interval(secs => %(window)s)
+       AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+       AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
+), rates AS (
+    SELECT queue_name,
+           count(*) FILTER (WHERE outcome = 'succeeded'
+                            AND finished_at >= now() - interval '1 minute') AS done_1m,
+           count(*) FILTER (WHERE outcome IN ('failed', 'retried', 'lost')
+                            AND finished_at >= now() - interval '1 minute') AS failed_1m,
+           count(*) FILTER (WHERE finished_at >= now() - interval '10 seconds') AS finished_10s,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY queue_wait) AS wait_p95
+      FROM recent
+     GROUP BY queue_name
+), queues AS (
+    SELECT coalesce(c.queue_name, r.queue_name) AS name,
+           coalesce(c.ready, 0) AS ready, coalesce(c.scheduled, 0) AS scheduled,
+           coalesce(c.running, 0) AS running, coalesce(c.failed, 0) AS failed,
+           coalesce(r.done_1m, 0) AS done_1m, coalesce(r.failed_1m, 0) AS failed_1m,
+           coalesce(r.finished_10s, 0) AS finished_10s,
+           c.oldest_ready_age, r.wait_p95
+      FROM counts c FULL JOIN rates r ON r.queue_name = c.queue_name
+), workers AS (
+    SELECT w.id::text AS id, w.name, w.hostname, w.pid, w.queues, w.concurrency,
+           greatest(extract(epoch FROM now() - w.last_heartbeat_at), 0)::float8 AS heartbeat_age,
+           w.last_heartbeat_at >= tracedjobs_heartbeat_cutoff(%(seconds)s) AS alive,
+           (SELECT count(*) FROM tracedjobs_jobs j
+             WHERE j.worker_id = w.id AND j.status IN ('doing', 'aborting')) AS running
+      FROM tracedjobs_workers w
+), tail AS (
+    SELECT e.id, extract(epoch FROM e.at)::float8 AS at, e.type, e.job_id, j.task_name,
+           j.queue_name, coalesce(a.attempt, (e.detail ->> 'attempt')::integer) AS attempt,
+           a.duration, coalesce(a.error_type, e.detail ->> 'error_type') AS error_type,
+           coalesce(a.trace_id, nullif(split_part(j.traceparent, '-', 2), '')) AS trace_id
+      FROM tracedjobs_events e
+      JOIN tracedjobs_jobs j ON j.id = e.job_id
+      LEFT JOIN tracedjobs_attempts a ON a.id = (e.detail ->> 'attempt_id')::bigint
+     WHERE e.id > greatest(%(after_event_id)s::bigint,
+                           (SELECT coalesce(max(id), 0) FROM tracedjobs_events) - 5000)
+       AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+       AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
+     ORDER BY e.id DESC
+     LIMIT %(tail_limit)s
+), failures AS (
+    SELECT j.id, j.task_name, j.queue_name, j.attempts,
+           extract(epoch FROM j.updated_at)::float8 AS at,
+           a.error_type, a.error_message, a.trace_id
+      FROM tracedjobs_jobs j
+      LEFT JOIN LATERAL (SELECT * FROM tracedjobs_attempts a WHERE a.job_id = j.id
+                          ORDER BY a.id DESC LIMIT 1) a ON true
+     WHERE j.status = 'failed'
+       AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+       AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
+       AND {filter}
+     ORDER BY j.updated_at DESC
+     LIMIT %(failures_limit)s
+), matching AS (
+    SELECT j.id, j.task_name, j.queue_name, j.status, j.attempts,
+           extract(epoch FROM j.updated_at)::float8 AS at,
+           (SELECT a.error_type FROM tracedjobs_attempts a WHERE a.job_id = j.id
+             ORDER BY a.id DESC LIMIT 1) AS error_type,
+           nullif(split_part(j.traceparent, '-', 2), '') AS trace_id
+      FROM tracedjobs_jobs j
+     WHERE (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+       AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
+       AND {filter}
+     ORDER BY j.id DESC
+     LIMIT %(jobs_limit)s
+)
+SELECT extract(epoch FROM now())::float8 AS now,
+       (SELECT coalesce(max(version), 0) FROM tracedjobs_migrations) AS schema_version,
+       (SELECT count(*) FROM tracedjobs_jobs j
+         WHERE j.status IN ('doing', 'aborting')
+           AND NOT EXISTS (SELECT 1 FROM tracedjobs_workers w
+                            WHERE w.id = j.worker_id
+                              AND w.last_heartbeat_at >= tracedjobs_heartbeat_cutoff(%(seconds)s))
+       ) AS stalled,
+       (SELECT coalesce(json_agg(q ORDER BY q.name), '[]') FROM queues q) AS queues,
+       (SELECT coalesce(json_agg(w ORDER BY w.alive DESC, w.name), '[]') FROM workers w) AS workers,
+       (SELECT coalesce(json_agg(t ORDER BY t.id DESC), '[]') FROM tail t) AS tail,
+       (SELECT coalesce(json_agg(f ORDER BY f.at DESC), '[]') FROM failures f) AS failures,
+       (SELECT coalesce(json_agg(m ORDER BY m.id DESC), '[]') FROM matching m) AS jobs;
+
+-- name: top_matching_ids
+-- Ids of the jobs a `top` filter matches, among the given statuses ({filter} as above).
+SELECT j.id FROM tracedjobs_jobs j
+ WHERE j.status = ANY (%(statuses)s::text[])
+   AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+   AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
+   AND {filter}
+ ORDER BY j.id;
+
+-- name: retry_failed_jobs
+-- Bulk manual retry: failed jobs back to todo, history kept. A job whose queueing lock is
+-- held by a waiting job stays failed (the unique index would refuse it).
+WITH job AS (
+    UPDATE tracedjobs_jobs j
+       SET status = 'todo', worker_id = NULL, updated_at = now(), scheduled_at = now()
+     WHERE j.id = ANY (%(ids)s::bigint[]) AND j.status = 'failed'
+       AND (j.queueing_lock IS NULL OR NOT EXISTS (
+            SELECT 1 FROM tracedjobs_jobs o
+             WHERE o.queueing_lock = j.queueing_lock AND o.status = 'todo'))
+    RETURNING j.id, j.scheduled_at
+)
+INSERT INTO tracedjobs_events (job_id, type, detail)
+SELECT id, 'retried', jsonb_build_object('scheduled_at', scheduled_at) FROM job
+RETURNING job_id;
+
+-- name: cancel_todo_jobs
+-- Bulk cancel of waiting jobs (running ones are left alone).
+WITH job AS (
+    UPDATE tracedjobs_jobs SET status = 'cancelled', updated_at = now()
+     WHERE id = ANY (%(ids)s::bigint[]) AND status = 'todo'
+    RETURNING id
+)
+INSERT INTO tracedjobs_events (job_id, type) SELECT id, 'cancelled' FROM job RETURNING job_id;
