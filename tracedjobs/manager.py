@@ -109,7 +109,7 @@ _RETRYABLE_BY_HAND = (Status.FAILED,)
 
 def _with_filter(name: str, where: Any) -> psycopg.sql.Composed:
     """A named query with its ``{filter}`` slot filled by a composed WHERE fragment."""
-    return psycopg.sql.SQL(sql.query(name)).format(filter=where)  # type: ignore[arg-type]
+    return psycopg.sql.SQL(sql.query(name)).format(filter=where)
 
 
 def _check_retryable(row: dict[str, Any] | None, job_id: int, allowed: Sequence[Status]) -> Job:
@@ -273,7 +273,7 @@ class JobManager:
         rows = self.connector.execute(
             sql.query("heartbeat_cutoff"), {"seconds": float(seconds_since_heartbeat)}
         )
-        return next(iter(rows[0].values()))  # type: ignore[no-any-return]
+        return next(iter(rows[0].values()))
 
     async def heartbeat_cutoff_async(
         self, seconds_since_heartbeat: float = DEFAULT_STALLED_SECONDS
@@ -281,7 +281,7 @@ class JobManager:
         rows = await self.connector.execute_async(
             sql.query("heartbeat_cutoff"), {"seconds": float(seconds_since_heartbeat)}
         )
-        return next(iter(rows[0].values()))  # type: ignore[no-any-return]
+        return next(iter(rows[0].values()))
 
     async def get_stalled_jobs(
         self,
@@ -353,9 +353,21 @@ class JobManager:
         queue: str | None = None,
         lock: str | None = None,
     ) -> None:
-        """Retry a stalled (doing) or failed job: its running attempt is recorded lost."""
+        """Retry a stalled (doing) or failed job: its running attempt is recorded lost.
+
+        For a ``job`` read while running (e.g. from ``get_stalled_jobs``) only that attempt
+        is retried: if it has ended since (rescued, retried by a concurrent caller, finished,
+        or the job is running again elsewhere), nothing happens.
+        """
+        running = job.status in (Status.DOING, Status.ABORTING)
         await self._requeue_async(
-            job.id, retry_at, priority, queue, lock, (Status.DOING, Status.ABORTING, Status.FAILED)
+            job.id,
+            retry_at,
+            priority,
+            queue,
+            lock,
+            (Status.DOING, Status.ABORTING, Status.FAILED),
+            expected_attempt_id=job.attempt_id if running else None,
         )
 
     def _requeue(
@@ -384,9 +396,18 @@ class JobManager:
         queue: str | None,
         lock: str | None,
         allowed: Sequence[Status],
+        *,
+        expected_attempt_id: int | None = None,
     ) -> None:
         async with self.connector.connection_async() as conn, conn.transaction():
-            rows = await self.connector.execute_async(sql.query("lock_job"), {"id": job_id}, conn=conn)
+            rows = await self.connector.execute_async(
+                sql.query("lock_job"), {"id": job_id}, conn=conn
+            )
+            if expected_attempt_id is not None and rows and (
+                rows[0]["attempt_id"] != expected_attempt_id
+                or rows[0]["status"] not in (Status.DOING, Status.ABORTING)
+            ):
+                return  # that attempt already ended: nothing left to retry
             job = _check_retryable(rows[0] if rows else None, job_id, allowed)
             await self.connector.execute_async(
                 sql.query("requeue_job"),
@@ -437,15 +458,19 @@ class JobManager:
     # ``where`` is a psycopg.sql.Composable built by tui/model.py from fixed fragments;
     # every value it refers to is a bound parameter in ``params``.
 
-    def top_snapshot(self, where: Any, params: dict[str, Any], *, conn: Any = None) -> dict[str, Any]:
-        rows = self.connector.execute(_with_filter("top_snapshot", where), params, conn=conn)  # type: ignore[arg-type]
+    def top_snapshot(
+        self, where: Any, params: dict[str, Any], *, conn: Any = None
+    ) -> dict[str, Any]:
+        rows = self.connector.execute(
+            _with_filter("top_snapshot", where), params, conn=conn
+        )
         return rows[0]
 
     async def top_snapshot_async(
         self, where: Any, params: dict[str, Any], *, conn: Any = None
     ) -> dict[str, Any]:
         rows = await self.connector.execute_async(
-            _with_filter("top_snapshot", where), params, conn=conn  # type: ignore[arg-type]
+            _with_filter("top_snapshot", where), params, conn=conn
         )
         return rows[0]
 
@@ -453,7 +478,7 @@ class JobManager:
         self, where: Any, params: dict[str, Any], statuses: Sequence[str], *, conn: Any = None
     ) -> list[int]:
         rows = await self.connector.execute_async(
-            _with_filter("top_matching_ids", where),  # type: ignore[arg-type]
+            _with_filter("top_matching_ids", where),
             {**params, "statuses": list(statuses)},
             conn=conn,
         )
@@ -499,7 +524,11 @@ class JobManager:
         Returns the claimed rows and the ids of the jobs whose result was recorded.
         """
         recorded: set[int] = set()
-        async with conn.pipeline(), conn.transaction():
+        # No conn.transaction() here: inside a pipeline it nests pipelines and costs three
+        # extra syncs (round trips). The statements of a pipeline up to its one Sync run in a
+        # single implicit transaction: both commit together at the Sync, or neither does.
+        # ``conn`` must be in autocommit mode and outside any transaction (pool connections are).
+        async with conn.pipeline():
             if finished:
                 finish_cur = await conn.execute(sql.query("finish_jobs"), finish_params(finished))
             if limit > 0:
@@ -553,17 +582,21 @@ class JobManager:
         conn: psycopg.AsyncConnection[Any],
         seconds: float,
         decide: Callable[[Job], AttemptResult],
+        *,
+        exclude: str | None = None,
     ) -> list[tuple[Job, AttemptResult]]:
         """Rescue the running jobs of every worker whose heartbeat is older than ``seconds``.
 
         Per dead worker, one transaction: delete its row (the claim — of two rescuers only
         one gets it), mark its running attempts ``lost`` and retry or fail each job as
-        ``decide`` says. Jobs left running with no worker row at all are rescued the same
-        way. Returns what was done, for logs and metrics.
+        ``decide`` says. Jobs left running with no worker row at all (for longer than
+        ``seconds``) are rescued the same way. ``exclude`` is the calling worker's id: a
+        worker resuming from a pause never rescues itself (its next heartbeat revives it).
+        Returns what was done, for logs and metrics.
         """
         rescued: list[tuple[Job, AttemptResult]] = []
         cur = await conn.execute(sql.query("dead_workers"), {"seconds": seconds})
-        dead = [row[0] for row in await cur.fetchall()]
+        dead = [row[0] for row in await cur.fetchall() if str(row[0]) != exclude]
         for worker_id in dead:
             async with conn.transaction():
                 cur = await conn.execute(
@@ -571,9 +604,11 @@ class JobManager:
                 )
                 if await cur.fetchone() is None:
                     continue  # another rescuer got it, or it came back to life
-                rescued += await self._rescue_locked(conn, "lock_jobs_of_worker", worker_id, decide)
+                rescued += await self._rescue_locked(
+                    conn, "lock_jobs_of_worker", worker_id, seconds, decide
+                )
         async with conn.transaction():
-            rescued += await self._rescue_locked(conn, "lock_orphan_jobs", None, decide)
+            rescued += await self._rescue_locked(conn, "lock_orphan_jobs", None, seconds, decide)
         return rescued
 
     async def _rescue_locked(
@@ -581,16 +616,22 @@ class JobManager:
         conn: psycopg.AsyncConnection[Any],
         query_name: str,
         worker_id: Any,
+        seconds: float,
         decide: Callable[[Job], AttemptResult],
     ) -> list[tuple[Job, AttemptResult]]:
         cur = conn.cursor(row_factory=psycopg.rows.dict_row)
-        await cur.execute(sql.query(query_name), {"id": worker_id})
+        await cur.execute(sql.query(query_name), {"id": worker_id, "seconds": seconds})
         jobs = [Job.from_row(row) for row in await cur.fetchall()]
         if not jobs:
             return []
         results = [decide(job) for job in jobs]
         recorded = await self.finish_jobs(conn, results)
         return [(j, r) for j, r in zip(jobs, results, strict=True) if j.id in recorded]
+
+    async def prune_dead_workers(self, conn: psycopg.AsyncConnection[Any], seconds: float) -> int:
+        """Delete the rows of workers silent for ``seconds`` without rescuing their jobs."""
+        cur = await conn.execute(sql.query("prune_dead_workers"), {"seconds": seconds})
+        return len(await cur.fetchall())
 
     async def defer_periodic(self, params: dict[str, Any]) -> int | None:
         """Defer one tick of a periodic task; returns the new job id, or None if taken/skipped."""

@@ -4,12 +4,15 @@ Reads the standard variables: ``OTEL_EXPORTER_OTLP_ENDPOINT`` (and the per-signa
 ``…_TRACES_ENDPOINT``/``…_METRICS_ENDPOINT``), ``OTEL_EXPORTER_OTLP_PROTOCOL``
 (``http/protobuf``, the default, or ``grpc``), ``OTEL_SERVICE_NAME``,
 ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and ``OTEL_METRIC_EXPORT_INTERVAL``.
+With an endpoint, log records are exported too (``OTEL_LOGS_EXPORTER=none`` turns that off):
+each one emitted inside a job carries its trace and span ids and the job's id and task name.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +30,8 @@ logger = logging.getLogger(__name__)
 class SdkHandle:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
+    logger_provider: Any = None
+    log_handler: logging.Handler | None = None
     metrics_server: Any = None
     readers: list[MetricReader] = field(default_factory=list)
 
@@ -36,8 +41,12 @@ class SdkHandle:
             self.tracer_provider.shutdown()
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
+        if self.log_handler is not None:
+            logging.getLogger().removeHandler(self.log_handler)
+        if self.logger_provider is not None:
+            self.logger_provider.shutdown()
         if self.metrics_server is not None:
-            server, thread = self.metrics_server
+            server, _thread = self.metrics_server
             server.shutdown()
             server.server_close()
 
@@ -77,6 +86,20 @@ def _metric_exporter() -> Any:
     return OTLPMetricExporter()
 
 
+def _log_exporter() -> Any:
+    if _protocol("LOGS") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import (  # type: ignore[assignment]
+            OTLPLogExporter,
+        )
+    return OTLPLogExporter()
+
+
+def _exporter_off(signal: str) -> bool:
+    return os.environ.get(f"OTEL_{signal}_EXPORTER", "").strip().lower() == "none"
+
+
 def configure(
     *,
     default_service_name: str = "tracedjobs-worker",
@@ -89,14 +112,17 @@ def configure(
         return handle
     if not os.environ.get("OTEL_SERVICE_NAME"):
         os.environ["OTEL_SERVICE_NAME"] = default_service_name
+    # Each process is its own instance (Prometheus shows it on target_info).
     resource = Resource.create()
+    if "service.instance.id" not in resource.attributes:
+        resource = resource.merge(Resource({"service.instance.id": str(uuid.uuid4())}))
 
-    if _endpoint_set("TRACES"):
+    if _endpoint_set("TRACES") and not _exporter_off("TRACES"):
         handle.tracer_provider = TracerProvider(resource=resource)
         handle.tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter()))
         trace.set_tracer_provider(handle.tracer_provider)
 
-    if _endpoint_set("METRICS"):
+    if _endpoint_set("METRICS") and not _exporter_off("METRICS"):
         interval_ms = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000"))
         handle.readers.append(
             PeriodicExportingMetricReader(_metric_exporter(), export_interval_millis=interval_ms)
@@ -111,4 +137,15 @@ def configure(
     if handle.readers:
         handle.meter_provider = MeterProvider(resource=resource, metric_readers=handle.readers)
         metrics.set_meter_provider(handle.meter_provider)
+
+    if _endpoint_set("LOGS") and not _exporter_off("LOGS"):
+        from opentelemetry._logs import set_logger_provider
+        from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+        handle.logger_provider = LoggerProvider(resource=resource)
+        handle.logger_provider.add_log_record_processor(BatchLogRecordProcessor(_log_exporter()))
+        set_logger_provider(handle.logger_provider)
+        handle.log_handler = LoggingHandler(logger_provider=handle.logger_provider)
+        logging.getLogger().addHandler(handle.log_handler)
     return handle

@@ -32,6 +32,16 @@ class RetryDecision:
     def __post_init__(self) -> None:
         if self.retry_in is not None and self.retry_at is not None:
             raise ValueError("give retry_in or retry_at, not both")
+        if self.retry_in is not None:
+            try:
+                datetime.timedelta(**self.retry_in)
+            except TypeError as exc:
+                raise ValueError(
+                    f"retry_in={self.retry_in!r} is not valid: use timedelta keywords "
+                    "such as {'seconds': 5}"
+                ) from exc
+        if self.retry_at is not None and self.retry_at.tzinfo is None:
+            raise ValueError("retry_at must be timezone-aware (e.g. tracedjobs.utils.utcnow())")
 
     @property
     def delay_seconds(self) -> float | None:

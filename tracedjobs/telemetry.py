@@ -10,13 +10,15 @@ import contextlib
 import contextvars
 import logging
 import threading
+import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
@@ -96,7 +98,7 @@ def send_span(queue: str, task_name: str, count: int) -> Iterator[list[TraceCarr
     conventions for batches: one ``create {queue}`` span per job (child of the send span),
     each job storing its own creation context.
     """
-    attributes = {
+    attributes: dict[str, Any] = {
         MESSAGING_SYSTEM: SYSTEM,
         OPERATION_TYPE: "send",
         OPERATION_NAME: "send",
@@ -155,7 +157,9 @@ class _CommitWatcher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def add(self, connection: Any, queue: str, task_name: str, ids: list[int], manager: Any) -> None:
+    def add(
+        self, connection: Any, queue: str, task_name: str, ids: list[int], manager: Any
+    ) -> None:
         with self._lock:
             self._pending.append((weakref.ref(connection), queue, task_name, ids, manager))
             if self._thread is None or not self._thread.is_alive():
@@ -282,7 +286,8 @@ def process_span(
     if producer is not None:
         if trace_parent == "parent":
             parent_context = trace.set_span_in_context(trace.NonRecordingSpan(producer))
-        else:
+        elif producer.trace_flags.sampled:
+            # An unsampled producer span was never exported: a link would point nowhere.
             links.append(Link(producer))
     attributes = {
         MESSAGING_SYSTEM: SYSTEM,
@@ -335,7 +340,9 @@ def error_type_of(exception: BaseException) -> str:
     """The `error.type` value: the exception's qualified class name."""
     cls = type(exception)
     module = cls.__module__
-    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    if module in ("builtins", "__main__"):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
 
 
 # -- log correlation -----------------------------------------------------------------------
@@ -400,3 +407,155 @@ def worker_started(worker: Any) -> None:
 
 def worker_stopped(worker: Any) -> None:
     pass
+
+
+# -- database-wide gauges ------------------------------------------------------------------
+#
+# Read from the database by ONE elected worker (see gauges.py), so that summing them over
+# workers never double counts. The callbacks only read the last snapshot: collection
+# (a Prometheus scrape, an OTLP export) never waits for the database.
+
+WORKER_STATE = "state"  # as written in the contract (§7): alive / stale
+JOB_STATUS = "tracedjobs.job.status"
+HOST_NAME = "host.name"
+JOB_STATUSES = ("todo", "doing", "aborting", "succeeded", "failed", "cancelled", "aborted")
+
+
+@dataclass
+class GaugeSnapshot:
+    """What the elected worker last read from the database."""
+
+    taken_at: float  # time.monotonic() when read
+    workers_alive: int = 0
+    workers_stale: int = 0
+    heartbeat_ages: list[tuple[str, str, float]] = field(default_factory=list)  # id, host, s
+    queue_jobs: dict[tuple[str, str], int] = field(default_factory=dict)  # (queue, status)
+    oldest_age: dict[str, float] = field(default_factory=dict)  # queue -> s (0 when none ready)
+
+    @classmethod
+    def from_rows(cls, rows: dict[str, list[dict[str, Any]]], taken_at: float) -> GaugeSnapshot:
+        snapshot = cls(taken_at=taken_at)
+        for w in rows["workers"]:
+            if w["alive"]:
+                snapshot.workers_alive += 1
+            else:
+                snapshot.workers_stale += 1
+            snapshot.heartbeat_ages.append((w["id"], w["hostname"], w["heartbeat_age"]))
+        queues = {r["queue_name"] for r in rows["queue_jobs"]}
+        # Every status of every known queue, zeros included: a series that drops to 0 must
+        # say 0, not vanish (a vanished series keeps its last value on many dashboards).
+        snapshot.queue_jobs = {(q, s): 0 for q in queues for s in JOB_STATUSES}
+        for r in rows["queue_jobs"]:
+            snapshot.queue_jobs[(r["queue_name"], r["status"])] = int(r["jobs"])
+        snapshot.oldest_age = dict.fromkeys(queues, 0.0)
+        for r in rows["oldest_ready"]:
+            snapshot.oldest_age[r["queue_name"]] = float(r["age"])
+        return snapshot
+
+
+_gauge_lock = threading.Lock()
+_gauge_owner: object | None = None
+_gauge_snapshot: GaugeSnapshot | None = None
+
+
+def publish_gauges(owner: object, snapshot: GaugeSnapshot) -> None:
+    """The elected worker ``owner`` hands in a fresh snapshot."""
+    global _gauge_owner, _gauge_snapshot
+    with _gauge_lock:
+        _gauge_owner, _gauge_snapshot = owner, snapshot
+
+
+def withdraw_gauges(owner: object) -> None:
+    """``owner`` is no longer elected: stop exporting its snapshot."""
+    global _gauge_owner, _gauge_snapshot
+    with _gauge_lock:
+        if _gauge_owner is owner:
+            _gauge_owner = _gauge_snapshot = None
+
+
+def exporting_gauges(owner: object | None = None) -> bool:
+    """Whether this process (or this owner) exports the database-wide gauges now."""
+    with _gauge_lock:
+        return _gauge_snapshot is not None and (owner is None or _gauge_owner is owner)
+
+
+def metrics_enabled() -> bool:
+    """Whether a real MeterProvider is installed (otherwise reading gauges is wasted work)."""
+    provider = metrics.get_meter_provider()
+    return not isinstance(provider, metrics.NoOpMeterProvider) and type(
+        provider
+    ).__name__ != "_ProxyMeterProvider"
+
+
+def _snapshot() -> GaugeSnapshot | None:
+    with _gauge_lock:
+        return _gauge_snapshot
+
+
+def _observe_workers(options: CallbackOptions) -> Iterable[Observation]:
+    snapshot = _snapshot()
+    if snapshot is None:
+        return []
+    return [
+        Observation(snapshot.workers_alive, {MESSAGING_SYSTEM: SYSTEM, WORKER_STATE: "alive"}),
+        Observation(snapshot.workers_stale, {MESSAGING_SYSTEM: SYSTEM, WORKER_STATE: "stale"}),
+    ]
+
+
+def _observe_heartbeat_age(options: CallbackOptions) -> Iterable[Observation]:
+    snapshot = _snapshot()
+    if snapshot is None:
+        return []
+    # Ages grow between refreshes: add the time since the snapshot was read.
+    since = max(time.monotonic() - snapshot.taken_at, 0.0)
+    return [
+        Observation(age + since, {MESSAGING_SYSTEM: SYSTEM, WORKER_ID: worker_id, HOST_NAME: host})
+        for worker_id, host, age in snapshot.heartbeat_ages
+    ]
+
+
+def _observe_queue_jobs(options: CallbackOptions) -> Iterable[Observation]:
+    snapshot = _snapshot()
+    if snapshot is None:
+        return []
+    return [
+        Observation(count, {MESSAGING_SYSTEM: SYSTEM, DESTINATION: queue, JOB_STATUS: status})
+        for (queue, status), count in sorted(snapshot.queue_jobs.items())
+    ]
+
+
+def _observe_oldest_age(options: CallbackOptions) -> Iterable[Observation]:
+    snapshot = _snapshot()
+    if snapshot is None:
+        return []
+    since = max(time.monotonic() - snapshot.taken_at, 0.0)
+    return [
+        Observation(age + since if age > 0 else 0.0, {MESSAGING_SYSTEM: SYSTEM, DESTINATION: queue})
+        for queue, age in sorted(snapshot.oldest_age.items())
+    ]
+
+
+workers_gauge = _meter.create_observable_gauge(
+    "tracedjobs.workers",
+    callbacks=[_observe_workers],
+    unit="{worker}",
+    description="Registered workers by state (alive/stale, from tracedjobs_heartbeat_cutoff).",
+)
+heartbeat_age_gauge = _meter.create_observable_gauge(
+    "tracedjobs.worker.heartbeat.age",
+    callbacks=[_observe_heartbeat_age],
+    unit="s",
+    description="Seconds since each registered worker's last heartbeat.",
+)
+queue_jobs_gauge = _meter.create_observable_gauge(
+    "tracedjobs.queue.jobs",
+    callbacks=[_observe_queue_jobs],
+    unit="{job}",
+    description="Jobs in the database by queue and status.",
+)
+oldest_age_gauge = _meter.create_observable_gauge(
+    "tracedjobs.queue.oldest_age",
+    callbacks=[_observe_oldest_age],
+    unit="s",
+    description="Age of the oldest ready todo job of each queue (0 when none is ready).",
+)

@@ -26,7 +26,7 @@ import psycopg
 from anyio.abc import TaskGroup
 from psycopg_pool import AsyncConnectionPool
 
-from tracedjobs import heartbeat, periodic, retry, telemetry
+from tracedjobs import gauges, heartbeat, periodic, retry, telemetry
 from tracedjobs.connector import describe_connection_error
 from tracedjobs.context import JobContext
 from tracedjobs.exceptions import DeferJob, JobAborted, TaskNotFound
@@ -164,6 +164,7 @@ class Worker:
                 if self.listen_notify:
                     tg.start_soon(self._listen_loop)
                 tg.start_soon(self._abort_poll_loop)
+                tg.start_soon(gauges.export_loop, self)
                 if self.periodic_tasks and self.app.periodic_registry.tasks:
                     tg.start_soon(self._periodic_loop)
                 telemetry.worker_started(self)
@@ -221,7 +222,8 @@ class Worker:
                 for row in rows:
                     self._executing += 1
                     tg.start_soon(self._run_job, row)
-                if rows:
+                if rows or self._stopping:
+                    # Stopping: re-check at the top whether that was the last job.
                     continue
                 if not self.wait and self._executing == 0 and not self._pending:
                     return
@@ -308,6 +310,11 @@ class Worker:
                         limiter=self._limiter,
                     )
         except (Exception, SystemExit) as exc:
+            if running.context.should_abort() and not isinstance(exc, JobAborted):
+                # Asked to stop: however the task then ends, the job is aborted, not retried.
+                aborted = JobAborted(f"job {job.id} was aborted ({type(exc).__name__}: {exc})")
+                aborted.__cause__ = exc
+                return aborted
             return exc
         if scope.cancelled_caught:
             if running.context.should_abort():
@@ -364,7 +371,9 @@ class Worker:
             except Exception:
                 logger.exception("retry strategy of task %s raised; not retrying", job.task_name)
         if decision is None:
-            return AttemptResult(status=Status.FAILED, outcome=Outcome.FAILED, event="failed", **common)
+            return AttemptResult(
+                status=Status.FAILED, outcome=Outcome.FAILED, event="failed", **common
+            )
         return AttemptResult(
             status=Status.TODO,
             outcome=Outcome.RETRIED,
@@ -478,7 +487,19 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         assert self._pool is not None
         while True:
+            slept = anyio.current_time()
             await anyio.sleep(self.update_heartbeat_interval)
+            late = anyio.current_time() - slept - self.update_heartbeat_interval
+            if late > self.stalled_worker_timeout / 2:
+                # A sync call inside an async task blocks the event loop, heartbeats with it.
+                logger.warning(
+                    "worker %s: heartbeat %.1f s late: the event loop was blocked (a blocking "
+                    "call in an async task?) or the process was paused; peers declare a worker "
+                    "dead after %.0f s without heartbeat and rescue its jobs",
+                    self.name,
+                    late,
+                    self.stalled_worker_timeout,
+                )
             try:
                 async with self._pool.connection() as conn:
                     if not await self.manager.heartbeat(conn, self.id):
@@ -504,6 +525,7 @@ class Worker:
                             conn,
                             self.stalled_worker_timeout,
                             functools.partial(heartbeat.decide_lost, self.app),
+                            exclude=self.id,
                         )
                         for job, result in rescued:
                             logger.warning(
@@ -520,13 +542,9 @@ class Worker:
                                 error_type=result.error_type,
                             )
                     else:
-                        await conn.execute(
-                            "DELETE FROM tracedjobs_workers WHERE last_heartbeat_at < "
-                            "tracedjobs_heartbeat_cutoff(%s)",
-                            (self.stalled_worker_timeout,),
-                        )
+                        await self.manager.prune_dead_workers(conn, self.stalled_worker_timeout)
                     await self.manager.prune_periodic_ticks()
-            except _DB_ERRORS as exc:
+            except (*_DB_ERRORS, psycopg.Error) as exc:
                 logger.warning("stalled-job rescue failed (%s)", _first_line(exc))
             await anyio.sleep(self.update_heartbeat_interval)
 

@@ -154,8 +154,8 @@ SELECT id, queue_name, task_name, priority, lock, queueing_lock, args, status, s
 
 -- name: lock_orphan_jobs
 -- Running jobs whose worker row is gone (pruned, or deleted by hand) are stalled too —
--- once they have run that long: a worker declared dead while only paused may claim a job
--- just before its next heartbeat registers it again, and that job is not lost.
+-- once they have run that long: a paused worker's claim can race with the rescuer deleting
+-- its row, and that job is not lost (the worker registers again at its next heartbeat).
 SELECT id, queue_name, task_name, priority, lock, queueing_lock, args, status, scheduled_at,
        created_at, attempts, attempt_id, traceparent, tracestate
   FROM tracedjobs_jobs j

@@ -1,0 +1,75 @@
+"""A test app for liveness tests: rescue of dead or paused workers, and shutdown.
+
+Tasks write a ``start`` row when an attempt begins and a ``done`` row when it ends, both
+with the attempt number and the worker's pid, so tests can see which process ran what.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import anyio
+import psycopg
+
+import tracedjobs
+
+app = tracedjobs.App()
+
+
+def _record(context: tracedjobs.JobContext, label: str, started: float) -> None:
+    with psycopg.connect(app.connector.url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO test_runs (job_id, label, pid, started_at, finished_at, value) "
+            "VALUES (%s, %s, %s, to_timestamp(%s), clock_timestamp(), %s)",
+            (
+                context.job.id,
+                label,
+                os.getpid(),
+                started,
+                psycopg.types.json.Jsonb({"attempt": context.job.attempts + 1}),
+            ),
+        )
+
+
+@app.task(pass_context=True, name="slow_first_attempt", retry=2)
+async def slow_first_attempt(context: tracedjobs.JobContext, seconds: float = 60.0) -> None:
+    """Sleeps ``seconds`` on its first attempt only; later attempts finish at once."""
+    started = time.time()
+    await anyio.to_thread.run_sync(_record, context, "start", started)
+    if context.job.attempts == 0:
+        await anyio.sleep(seconds)
+    await anyio.to_thread.run_sync(_record, context, "done", started)
+
+
+@app.task(pass_context=True, name="slow", retry=2)
+async def slow(context: tracedjobs.JobContext, seconds: float = 2.0) -> None:
+    """Sleeps ``seconds`` on every attempt."""
+    started = time.time()
+    await anyio.to_thread.run_sync(_record, context, "start", started)
+    await anyio.sleep(seconds)
+    await anyio.to_thread.run_sync(_record, context, "done", started)
+
+
+@app.task(pass_context=True, name="slow_no_retry")
+async def slow_no_retry(context: tracedjobs.JobContext, seconds: float = 60.0) -> None:
+    started = time.time()
+    await anyio.to_thread.run_sync(_record, context, "start", started)
+    await anyio.sleep(seconds)
+    await anyio.to_thread.run_sync(_record, context, "done", started)
+
+
+@app.task(pass_context=True, name="slow_on_lost_fail", retry=5, on_lost="fail")
+async def slow_on_lost_fail(context: tracedjobs.JobContext, seconds: float = 60.0) -> None:
+    started = time.time()
+    await anyio.to_thread.run_sync(_record, context, "start", started)
+    await anyio.sleep(seconds)
+    await anyio.to_thread.run_sync(_record, context, "done", started)
+
+
+@app.task(pass_context=True, name="blocks_event_loop")
+async def blocks_event_loop(context: tracedjobs.JobContext, seconds: float = 3.0) -> None:
+    """A badly written async task: sync work that blocks the event loop (and heartbeats)."""
+    started = time.time()
+    time.sleep(seconds)
+    _record(context, "done", started)

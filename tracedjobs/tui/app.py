@@ -1,0 +1,482 @@
+"""The interactive `tracedjobs top` screen (Textual). Imported only by that command."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+from typing import Any
+
+import psycopg
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+
+from tracedjobs.exceptions import TracedJobsError
+from tracedjobs.tui import render
+from tracedjobs.tui.model import (
+    FILTER_HELP,
+    FilterError,
+    Options,
+    Snapshot,
+    TailEntry,
+    load_snapshot_async,
+    parse_filter,
+)
+
+TAIL_KEEP = 500
+# Notifications wake a refresh, but never more often than this (seconds).
+MIN_REFRESH_GAP = 0.5
+UNREACHABLE = "database unreachable, retrying"
+
+HELP = """\
+[b]tracedjobs top[/b] — keys
+
+  ↑/↓ or j/k   move in the jobs table
+  Enter        job detail (args, events, attempts, tracebacks, trace link)
+  /            filter: {filter_help}
+  R            retry the selected job, or every failed job matching the filter
+  c            cancel the selected job, or every waiting job matching the filter
+  f            freeze / unfreeze the live tail
+  r            refresh now
+  Esc          back (clear the filter, close a view)
+  ?            this help
+  q            quit
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Back")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(HELP.format(filter_help=FILTER_HELP))
+
+    def action_dismiss(self) -> None:  # type: ignore[override]
+        self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[str | None]):
+    """Asks before an action; returns the chosen button id (or None)."""
+
+    BINDINGS = [Binding("escape,n", "choose('')", "No")]
+
+    def __init__(self, question: str, choices: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.question = question
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.question, id="question")
+            with Horizontal(id="buttons"):
+                for key, label in self.choices:
+                    yield Button(label, id=key, variant="warning")
+                yield Button("No (Esc)", id="no")
+
+    def on_key(self, event: Any) -> None:
+        if event.key == "y" and len(self.choices) == 1:
+            self.dismiss(self.choices[0][0])
+            event.stop()
+            return
+        for key, _ in self.choices:
+            if event.key == key[-1]:  # ids end with their key letter: do_y, do_a, do_s
+                self.dismiss(key)
+                event.stop()
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(None if event.button.id == "no" else event.button.id)
+
+    def action_choose(self, value: str) -> None:
+        self.dismiss(value or None)
+
+
+class DetailScreen(Screen[None]):
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
+
+    def __init__(self, renderable: Any) -> None:
+        super().__init__()
+        self.renderable = renderable
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(self.renderable, id="detail")
+        yield Footer()
+
+
+class MainScreen(Screen[None]):
+    def compose(self) -> ComposeResult:
+        yield Static(id="header")
+        with Horizontal(id="toprow"):
+            yield Static(id="queues")
+            yield Static(id="workers")
+        yield Label(" LIVE", id="jobs-title")
+        yield DataTable(id="jobs", cursor_type="row", zebra_stripes=False)
+        yield Static(id="failures")
+        with Vertical(id="filterbox"):
+            yield Label("", id="filter-error")
+            yield Input(placeholder=f"filter: {FILTER_HELP}", id="filter")
+        yield Footer()
+
+    def on_resize(self, event: Any) -> None:
+        self.set_class(event.size.height < 32, "short")
+        self.set_class(event.size.width >= 140, "wide")
+
+
+class TopApp(App[None]):
+    TITLE = "tracedjobs top"
+    CSS = """
+    #header { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
+    #toprow { height: auto; layout: vertical; }
+    #queues, #workers { height: auto; max-height: 9; padding: 0 0 0 1; }
+    MainScreen.wide #toprow { layout: horizontal; }
+    MainScreen.wide #queues, MainScreen.wide #workers { width: 1fr; max-height: 14; }
+    MainScreen.short #queues, MainScreen.short #workers { max-height: 5; }
+    #jobs-title { text-style: bold; }
+    #jobs { height: 1fr; min-height: 4; }
+    #failures { height: auto; max-height: 8; padding: 0 0 0 1; }
+    MainScreen.short #failures { display: none; }
+    #filterbox { dock: bottom; display: none; height: auto; margin-bottom: 1; }
+    #filterbox.shown { display: block; }
+    #filter-error { color: $error; }
+    #dialog {
+        width: 80%; height: auto; border: thick $warning; padding: 1 2; background: $surface;
+    }
+    ConfirmScreen, HelpScreen { align: center middle; }
+    #buttons { height: auto; margin-top: 1; }
+    #buttons Button { margin-right: 2; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("j", "cursor(1)", "Down", show=False),
+        Binding("k", "cursor(-1)", "Up", show=False),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("R", "retry", "Retry"),
+        Binding("c", "cancel", "Cancel"),
+        Binding("f", "freeze", "Freeze"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("escape", "back", "Back", show=False),
+    ]
+
+    def __init__(
+        self,
+        tj_app: Any,
+        options: Options,
+        *,
+        interval: float = 2.0,
+        read_only: bool = False,
+        trace_url: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.tj = tj_app
+        self.options = options
+        self.interval = interval
+        self.read_only = read_only
+        self.trace_url = trace_url
+        self.snapshot: Snapshot | None = None
+        self.error: str | None = None
+        self.frozen = False
+        self.tail: collections.deque[TailEntry] = collections.deque(maxlen=TAIL_KEEP)
+        self.last_event_id = 0
+        self.refreshes = 0
+        self._wake = asyncio.Event()
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._database = ""
+        # Row key → job id, for the table as currently shown.
+        self._row_jobs: dict[str, int] = {}
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen[Any]:
+        return MainScreen()
+
+    def on_mount(self) -> None:
+        self._database = self.tj.connector.safe_url
+        self.call_after_refresh(self._start)
+
+    def _start(self) -> None:
+        self._render()
+        self._refresh_loop()
+        self._listen_loop()
+
+    def on_resize(self) -> None:
+        self._render()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (self.read_only and action in ("retry", "cancel"))
+
+    async def on_unmount(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+
+    # -- data ------------------------------------------------------------------------------
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.tj.connector.url, autocommit=True, connect_timeout=3
+            )
+        return self._conn
+
+    @work(exclusive=True, group="refresh")
+    async def _refresh_loop(self) -> None:
+        while True:
+            await self.refresh_now()
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+                await asyncio.sleep(MIN_REFRESH_GAP)
+
+    async def refresh_now(self) -> None:
+        """Load one snapshot (one query) and show it; on a database error say so and go on."""
+        try:
+            conn = await self._connection()
+            snapshot = await load_snapshot_async(
+                self.tj, self.options, after_event_id=self.last_event_id, conn=conn
+            )
+        except (psycopg.Error, OSError, TracedJobsError):
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    await self._conn.close()
+            self._conn = None
+            self.error = UNREACHABLE
+        else:
+            self.error = None
+            self.snapshot = snapshot
+            new = [t for t in reversed(snapshot.tail) if t.event_id > self.last_event_id]
+            for entry in new:
+                self.tail.appendleft(entry)
+            self.last_event_id = max(self.last_event_id, snapshot.last_event_id)
+            self.refreshes += 1
+        self._render()
+
+    @work(exclusive=True, group="listen")
+    async def _listen_loop(self) -> None:
+        """LISTEN for new events: each notification wakes a refresh of the tail."""
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.tj.connector.url, autocommit=True, connect_timeout=3
+                )
+                async with conn:
+                    await conn.execute("LISTEN tracedjobs_events")
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except (psycopg.Error, OSError):
+                pass
+            await asyncio.sleep(max(self.interval, 1.0))
+
+    # -- drawing ---------------------------------------------------------------------------
+
+    def _main(self) -> MainScreen | None:
+        for screen in self.screen_stack:
+            if isinstance(screen, MainScreen):
+                return screen
+        return None
+
+    def _render(self) -> None:
+        main = self._main()
+        if main is None:
+            return
+        with contextlib.suppress(NoMatches):  # not composed yet
+            self._draw(main)
+
+    def _draw(self, main: MainScreen) -> None:
+        s = self.snapshot
+        width = self.size.width
+        main.query_one("#header", Static).update(
+            render.header(s, error=self.error, database=self._database, width=width)
+        )
+        if s is None:
+            return
+        main.query_one("#queues", Static).update(render.queues(s))
+        main.query_one("#workers", Static).update(render.workers(s))
+        main.query_one("#failures", Static).update(render.failures(s))
+        self._fill_table(main)
+
+    def _fill_table(self, main: MainScreen) -> None:
+        table = main.query_one("#jobs", DataTable)
+        title = main.query_one("#jobs-title", Label)
+        filtered = self.options.filter.active
+        if filtered:
+            title.update(f" JOBS matching {self.options.filter.text} (newest first)")
+            rows = [(f"j{j.id}", j.id, render.job_cells(j)) for j in self.snapshot.jobs]  # type: ignore[union-attr]
+            columns = render.JOB_COLUMNS
+        else:
+            if self.frozen:
+                title.update(Text(" LIVE — frozen (f to resume)", style="bold yellow"))
+                return
+            title.update(" LIVE")
+            rows = [(f"e{t.event_id}", t.job_id, render.tail_cells(t)) for t in self.tail]
+            columns = render.TAIL_COLUMNS
+        selected = self.selected_row_key()
+        if tuple(str(c.label) for c in table.columns.values()) != columns:
+            table.clear(columns=True)
+            table.add_columns(*columns)
+        else:
+            table.clear()
+        self._row_jobs = {}
+        for key, job_id, cells in rows:
+            table.add_row(*cells, key=key)
+            self._row_jobs[key] = job_id
+        if selected in self._row_jobs:
+            table.move_cursor(row=table.get_row_index(selected), animate=False)
+
+    def selected_row_key(self) -> str | None:
+        main = self._main()
+        if main is None:
+            return None
+        table = main.query_one("#jobs", DataTable)
+        if table.row_count == 0:
+            return None
+        with contextlib.suppress(Exception):
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            return str(key)
+        return None
+
+    def selected_job_id(self) -> int | None:
+        key = self.selected_row_key()
+        return self._row_jobs.get(key) if key else None
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_cursor(self, delta: int) -> None:
+        main = self._main()
+        if main is not None and self.screen is main:
+            table = main.query_one("#jobs", DataTable)
+            if delta > 0:
+                table.action_cursor_down()
+            else:
+                table.action_cursor_up()
+
+    def action_refresh(self) -> None:
+        self._wake.set()
+
+    def action_freeze(self) -> None:
+        self.frozen = not self.frozen
+        self._render()
+
+    def action_filter(self) -> None:
+        main = self._main()
+        if main is None or self.screen is not main:
+            return
+        main.query_one("#filterbox").add_class("shown")
+        main.query_one("#filter-error", Label).update("")
+        field = main.query_one("#filter", Input)
+        field.value = self.options.filter.text
+        field.focus()
+
+    @on(Input.Submitted, "#filter")
+    def filter_submitted(self, event: Input.Submitted) -> None:
+        try:
+            compiled = parse_filter(event.value)
+        except FilterError as exc:
+            event.input.screen.query_one("#filter-error", Label).update(str(exc))
+            return
+        self.options = dataclasses.replace(self.options, filter=compiled)
+        event.input.screen.query_one("#filterbox").remove_class("shown")
+        event.input.screen.query_one("#jobs", DataTable).focus()
+        self._wake.set()
+
+    def action_back(self) -> None:
+        main = self._main()
+        if main is None or self.screen is not main:
+            return
+        box = main.query_one("#filterbox")
+        if box.has_class("shown"):
+            box.remove_class("shown")
+            main.query_one("#jobs", DataTable).focus()
+        elif self.options.filter.active:
+            self.options = dataclasses.replace(self.options, filter=parse_filter(""))
+            self._wake.set()
+
+    @on(DataTable.RowSelected, "#jobs")
+    def row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_detail()
+
+    @work(exclusive=True, group="detail")
+    async def action_detail(self) -> None:
+        job_id = self.selected_job_id()
+        if job_id is None or self.screen is not self._main():
+            return
+        try:
+            job = await self.tj.job_manager.get_job_async(job_id)
+        except TracedJobsError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.push_screen(DetailScreen(render.job_detail(job, self.trace_url)))
+
+    def action_retry(self) -> None:
+        self._act("retry")
+
+    def action_cancel(self) -> None:
+        self._act("cancel")
+
+    @work(exclusive=True, group="action")
+    async def _act(self, verb: str) -> None:
+        if self.read_only or self.screen is not self._main():
+            return
+        job_id = self.selected_job_id()
+        choices: list[tuple[str, str]] = []
+        lines: list[str] = []
+        ids: list[int] = []
+        if job_id is not None:
+            choices.append(("do_s", f"Selected job #{job_id} (s)"))
+            lines.append(f"{verb.capitalize()} job #{job_id}?")
+        if self.options.filter.active:
+            statuses = ["failed"] if verb == "retry" else ["todo"]
+            try:
+                ids = await self.tj.job_manager.top_matching_ids_async(
+                    self.options.filter.where,
+                    {**self.options.filter.params, "queue": self.options.queue,
+                     "task": self.options.task},
+                    statuses,
+                    conn=await self._connection(),
+                )
+            except (psycopg.Error, OSError, TracedJobsError):
+                self.notify(UNREACHABLE, severity="error")
+                return
+            noun = "failed" if verb == "retry" else "waiting (todo)"
+            lines.append(f"{verb.capitalize()} all {len(ids)} {noun} job(s) matching "
+                         f"«{self.options.filter.text}»?")
+            if ids:
+                choices.append(("do_a", f"All {len(ids)} matching (a)"))
+        if not choices:
+            self.notify("nothing selected" if not lines else lines[-1].replace("?", ": none"),
+                        severity="warning")
+            return
+        answer = await self.push_screen_wait(ConfirmScreen("\n".join(lines), choices))
+        if not answer:
+            return
+        manager = self.tj.job_manager
+        try:
+            if answer == "do_a":
+                if verb == "retry":
+                    done = await manager.retry_failed_jobs_async(ids)
+                else:
+                    done = await manager.cancel_todo_jobs_async(ids)
+                self.notify(f"{verb} done for {done} of {len(ids)} job(s)")
+            elif job_id is not None:
+                if verb == "retry":
+                    await manager.retry_job_by_id_async(job_id)
+                    self.notify(f"job #{job_id} retried")
+                elif await manager.cancel_job_by_id_async(job_id, abort=True):
+                    self.notify(f"job #{job_id}: cancel requested")
+                else:
+                    self.notify(f"job #{job_id} is finished: nothing to cancel", severity="warning")
+        except TracedJobsError as exc:
+            self.notify(str(exc), severity="error")
+        self._wake.set()
