@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -18,8 +19,60 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import tracedjobs
 
+
 # One template per test session (pid): concurrent sessions on one server must not drop
 # each other's template mid-run.
+class Otel:
+    """SDK providers with in-memory exporters, installed once for the whole session.
+
+    The OpenTelemetry API lets a process set its providers once, so every test that looks
+    at spans or metrics shares these (and clears the span exporter first).
+    """
+
+    def __init__(self) -> None:
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        self.spans = InMemorySpanExporter()
+        self.reader = InMemoryMetricReader()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[self.reader]))
+        self.tracer = trace.get_tracer("tests")
+
+    def finished(self, name: str | None = None) -> list[Any]:
+        return [s for s in self.spans.get_finished_spans() if name is None or s.name == name]
+
+    def points(self, name: str, data: Any = None) -> list[tuple[Any, Any]]:
+        """(metric, point) pairs of the instrument ``name`` (cumulative since the start).
+
+        Each collection hands out exemplars once: pass ``data`` to look at one collection.
+        """
+        found = []
+        data = data or self.reader.get_metrics_data()
+        for rm in data.resource_metrics if data else []:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name == name:
+                        found += [(m, p) for p in m.data.data_points]
+        return found
+
+
+_OTEL: Otel | None = None
+
+
+def installed_otel() -> Otel:
+    global _OTEL
+    if _OTEL is None:
+        _OTEL = Otel()
+    return _OTEL
+
+
 TEMPLATE = f"tracedjobs_test_template_{os.getpid()}"
 
 

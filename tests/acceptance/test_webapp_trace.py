@@ -11,33 +11,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 import tracedjobs
 from examples.webapp import tasks as webapp_tasks
+from tests.conftest import installed_otel
 from tests.helpers import query, scalar
 from tracedjobs.manager import JobManager
-
-_EXPORTER: InMemorySpanExporter | None = None
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """Finished spans of this test (the global provider can be set once per process)."""
-    global _EXPORTER
-    if _EXPORTER is None:
-        provider = trace.get_tracer_provider()
-        if not isinstance(provider, TracerProvider):
-            provider = TracerProvider()
-            trace.set_tracer_provider(provider)
-        _EXPORTER = InMemorySpanExporter()
-        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-    _EXPORTER.clear()
-    yield _EXPORTER
+    exporter = installed_otel().spans
+    exporter.clear()
+    yield exporter
 
 
 @pytest.fixture

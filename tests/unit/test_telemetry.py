@@ -11,57 +11,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from tests.conftest import Otel, installed_otel
 from tracedjobs import telemetry
 from tracedjobs.jobs import Job, Status
 
 
-class Otel:
-    def __init__(self) -> None:
-        self.spans = InMemorySpanExporter()
-        self.reader = InMemoryMetricReader()
-        tracer_provider = TracerProvider()
-        tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        trace.set_tracer_provider(tracer_provider)
-        metrics.set_meter_provider(MeterProvider(metric_readers=[self.reader]))
-        self.tracer = trace.get_tracer("tests")
-
-    def finished(self, name: str | None = None) -> list[Any]:
-        return [s for s in self.spans.get_finished_spans() if name is None or s.name == name]
-
-    def points(self, name: str, data: Any = None) -> list[tuple[Any, Any]]:
-        """(metric, point) pairs of the instrument ``name`` (cumulative since the start).
-
-        Each collection hands out exemplars once: pass ``data`` to look at one collection.
-        """
-        found = []
-        data = data or self.reader.get_metrics_data()
-        for rm in data.resource_metrics if data else []:
-            for sm in rm.scope_metrics:
-                for m in sm.metrics:
-                    if m.name == name:
-                        found += [(m, p) for p in m.data.data_points]
-        return found
-
-
-_OTEL: Otel | None = None
-
-
 @pytest.fixture
 def otel() -> Iterator[Otel]:
-    """SDK providers with in-memory exporters (global: the API allows setting them once)."""
-    global _OTEL
-    if _OTEL is None:
-        _OTEL = Otel()
-    _OTEL.spans.clear()
-    yield _OTEL
+    """SDK providers with in-memory exporters (shared: the API allows setting them once)."""
+    installed = installed_otel()
+    installed.spans.clear()
+    yield installed
     telemetry.withdraw_gauges("test")
 
 

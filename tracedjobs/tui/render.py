@@ -245,6 +245,10 @@ def job_detail(job: Any, trace_url: str | None = None) -> Group:
         duration = f"{a.duration:.3f}s" if a.duration is not None else "-"
         head.append(f"  {duration}  worker {a.worker_name or '-'}  "
                     f"wait {fmt_age(a.queue_wait)}  trace {a.trace_id or '-'}")
+        attempt_link = trace_link(trace_url, a.trace_id)
+        if attempt_link:
+            head.append("  ")
+            head.append(attempt_link, style=f"underline link {attempt_link}")
         parts.append(head)
         if a.error_type or a.error_message:
             parts.append(Text(f"    {a.error_type}: {a.error_message}", style="red"))
