@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from tracedjobs import embedded
-from tracedjobs.exceptions import ConfigurationError, DatabaseError
+from tracedjobs.exceptions import ConfigurationError, DatabaseError, SchemaError
 from tracedjobs.utils import redact_url
 
 DATABASE_URL_ENV = "TRACEDJOBS_DATABASE_URL"
@@ -76,7 +76,14 @@ class PsycopgConnector:
         """The database URL (starting the embedded server if none is configured)."""
         with self._lock:
             if self._resolved is None:
-                self._resolved, self.is_embedded = resolve_database_url(self._conninfo)
+                url, is_embedded = resolve_database_url(self._conninfo)
+                if is_embedded:
+                    # The zero-setup default needs no `tracedjobs migrate`.
+                    from tracedjobs import migrations
+
+                    with psycopg.connect(url, autocommit=True) as conn:
+                        migrations.migrate(conn)
+                self._resolved, self.is_embedded = url, is_embedded
             return self._resolved
 
     @property
@@ -204,13 +211,24 @@ async def _probe_async(url: str) -> None:
     await conn.close()
 
 
+_MISSING_SCHEMA = (
+    "the tracedjobs tables do not exist in this database: run `tracedjobs migrate`"
+)
+
+
 def _run_sync(conn: Any, sql: Query, params: dict[str, Any] | None) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql, params)
-        return cur.fetchall() if cur.description else []
+    try:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as exc:
+        raise SchemaError(_MISSING_SCHEMA) from exc
 
 
 async def _run_async(conn: Any, sql: Query, params: dict[str, Any] | None) -> list[dict[str, Any]]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql, params)
-        return await cur.fetchall() if cur.description else []
+    try:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchall() if cur.description else []
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as exc:
+        raise SchemaError(_MISSING_SCHEMA) from exc

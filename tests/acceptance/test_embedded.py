@@ -92,3 +92,21 @@ def test_quick_start_demo_runs_on_the_embedded_database(home: Path) -> None:
     failed = cli(home, "jobs", "list", "--status", "failed", "--json")
     assert failed.returncode == 0 and '"charge_card"' not in failed.stdout
     assert "tracedjobs.demo.charge_card" in failed.stdout
+
+
+def test_library_use_of_the_embedded_default_needs_no_migrate(home: Path) -> None:
+    code = (
+        "import tracedjobs\n"
+        "app = tracedjobs.App()\n"
+        "@app.task(name='t')\n"
+        "def t(x): print('ran', x)\n"
+        "job = t.defer(x=1)\n"
+        "app.run_worker(wait=False, install_signal_handlers=False)\n"
+        "print(app.job_manager.get_job_status(job))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRACEDJOBS_DATABASE_URL"}
+    env.update(TRACEDJOBS_HOME=str(home), PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=120, cwd=home)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ran", "1", "succeeded"]

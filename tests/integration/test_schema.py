@@ -38,3 +38,14 @@ def test_every_query_and_migration_is_loaded() -> None:
     assert {"defer_jobs", "claim_jobs", "finish_jobs", "get_stalled_jobs"} <= set(names)
     assert all(body.strip() for body in names.values())
     assert [m[0] for m in sql.migrations()] == list(range(1, migrations.latest_version() + 1))
+
+
+def test_defer_on_a_database_without_schema_says_to_migrate(empty_db_url: str) -> None:
+    app = tracedjobs.App(database_url=empty_db_url)
+
+    @app.task
+    def anything() -> None: ...
+
+    with pytest.raises(SchemaError, match="run `tracedjobs migrate`"):
+        anything.defer()
+    app.close()
