@@ -99,6 +99,10 @@ def status_counts(url: str) -> dict[str, int]:
 # -- worker process ----------------------------------------------------------------------------
 
 
+# Set by --job-ms: how long each drained job takes (0 = no-op).
+JOB_MS = 0.0
+
+
 def worker_env(
     url: str, telemetry: str | None = None, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -109,6 +113,7 @@ def worker_env(
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = telemetry
         env["OTEL_METRIC_EXPORT_INTERVAL"] = "1000"
         env["OTEL_SERVICE_NAME"] = "tracedjobs-bench"
+    env["BENCH_JOB_MS"] = str(JOB_MS)
     env.update(extra or {})
     return env
 
@@ -330,7 +335,13 @@ def main() -> int:
     ap.add_argument("--lat-secs", type=float, default=15.0)
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(MODES)}")
     ap.add_argument("--json-out", help="append one JSON line per measurement run to this file")
+    ap.add_argument(
+        "--job-ms", type=float, default=0.0,
+        help="each drained job awaits this many ms (I/O-like work; default 0 = no-op)",
+    )
     a = ap.parse_args()
+    global JOB_MS
+    JOB_MS = a.job_ms
     if a.quick:
         a.n, a.lat_secs, a.runs = min(a.n, 2000), 5.0, 1
     modes = a.only.split(",") if a.only else MODES

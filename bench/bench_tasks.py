@@ -10,15 +10,22 @@ import os
 import time
 from typing import Any
 
+import anyio
+
 import tracedjobs
 
 app = tracedjobs.App()
 _lat_file: Any = None
 
 
+# ``--job-ms`` of bench.py: each job waits this long (I/O-like work), 0 = a true no-op.
+_JOB_SECONDS = float(os.environ.get("BENCH_JOB_MS", "0")) / 1000
+
+
 @app.task(name="noop")
 async def noop(ts: float = 0.0, i: int = 0) -> None:
-    pass
+    if _JOB_SECONDS:
+        await anyio.sleep(_JOB_SECONDS)
 
 
 @app.task(name="lat")

@@ -217,34 +217,48 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
         ids = app.job_manager.failed_job_ids(queue=args.queue, task_name=args.task, since=since)
     else:
         ids = args.ids
-    errors = 0
+    retried: list[int] = []
+    errors: list[dict[str, Any]] = []
     for job_id in ids:
         try:
             app.job_manager.retry_job_by_id(job_id)
+            retried.append(job_id)
         except TracedJobsError as exc:
-            errors += 1
-            print(f"tracedjobs: {exc}", file=sys.stderr)
-    print(f"retried {len(ids) - errors} job(s)")
+            errors.append({"id": job_id, "error": str(exc)})
+            if not args.json:
+                print(f"tracedjobs: {exc}", file=sys.stderr)
+    if args.json:
+        _print_json({"retried": retried, "errors": errors})
+    else:
+        print(f"retried {len(retried)} job(s)")
     return 1 if errors else 0
 
 
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     app = _ready_app(args)
+    results: list[dict[str, Any]] = []
     errors = 0
     for job_id in args.ids:
         try:
             changed = app.job_manager.cancel_job_by_id(job_id, abort=args.abort)
         except TracedJobsError as exc:
             errors += 1
-            print(f"tracedjobs: {exc}", file=sys.stderr)
+            results.append({"id": job_id, "changed": False, "error": str(exc)})
+            if not args.json:
+                print(f"tracedjobs: {exc}", file=sys.stderr)
             continue
-        status = app.job_manager.get_job_status(job_id)
-        if changed:
+        status = str(app.job_manager.get_job_status(job_id))
+        results.append({"id": job_id, "changed": changed, "status": status})
+        if args.json:
+            errors += not changed
+        elif changed:
             print(f"job {job_id}: {status}")
         else:
             errors += 1
             hint = " (use --abort to stop a running job)" if status == "doing" else ""
             print(f"tracedjobs: job {job_id} is {status}, nothing to cancel{hint}", file=sys.stderr)
+    if args.json:
+        _print_json(results)
     return 1 if errors else 0
 
 
@@ -480,10 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task")
     p.add_argument("--queue")
     p.add_argument("--since", help="only jobs failed since (a duration like 2h, or an ISO date)")
+    p.add_argument("--json", action="store_true", help="print what was retried as JSON")
 
     p = add_jobs("cancel", cmd_jobs_cancel, "cancel todo jobs (--abort: also running ones)")
     p.add_argument("ids", type=int, nargs="+", metavar="ID")
     p.add_argument("--abort", action="store_true", help="ask running jobs to stop")
+    p.add_argument("--json", action="store_true", help="print each job's new status as JSON")
 
     p = add("stalled", cmd_stalled, "list (or --retry) jobs whose worker stopped heartbeating")
     p.add_argument("--retry", action="store_true")

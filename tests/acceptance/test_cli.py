@@ -172,3 +172,27 @@ def test_concurrent_migrations_do_not_collide(empty_db_url: str) -> None:
     assert [p.returncode for p in procs] == [0, 0, 0], results
     assert sum("applied" in out for out, _err in results) == 1
     assert scalar(empty_db_url, "SELECT max(version) FROM tracedjobs_migrations") == 1
+
+
+def test_retry_and_cancel_print_json(db_url: str) -> None:
+    from tests.helpers import query
+
+    query(
+        db_url,
+        "INSERT INTO tracedjobs_jobs (id, queue_name, task_name, status) VALUES "
+        "(1, 'default', 'record', 'failed'), (2, 'default', 'record', 'todo'), "
+        "(3, 'default', 'record', 'succeeded')",
+    )
+    retried = run_cli(db_url, "jobs", "retry", "1", "3", "--json")
+    data = json.loads(retried.stdout)
+    assert data["retried"] == [1] and [e["id"] for e in data["errors"]] == [3]
+    assert retried.returncode == 1 and retried.stderr == ""
+
+    cancelled = run_cli(db_url, "jobs", "cancel", "1", "2", "3", "--json")
+    assert json.loads(cancelled.stdout) == [
+        {"id": 1, "changed": True, "status": "cancelled"},
+        {"id": 2, "changed": True, "status": "cancelled"},
+        {"id": 3, "changed": False, "status": "succeeded"},
+    ]
+    assert cancelled.returncode == 1
+    assert scalar(db_url, "SELECT count(*) FROM tracedjobs_jobs WHERE status = 'cancelled'") == 2
