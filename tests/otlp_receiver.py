@@ -141,6 +141,47 @@ class OtlpReceiver:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        if self._grpc_server is not None:
+            self._grpc_server.stop(grace=None)
+
+    # -- OTLP/gRPC --------------------------------------------------------------------
+
+    _grpc_server: Any = None
+
+    def start_grpc(self) -> str:
+        """Also accept OTLP over gRPC; returns the endpoint (``http://127.0.0.1:PORT``)."""
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+        receiver = self
+
+        class Traces(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:  # the gRPC method name
+                receiver._add_traces(request)
+                return ExportTraceServiceResponse()
+
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:  # the gRPC method name
+                receiver._add_metrics(request)
+                return ExportMetricsServiceResponse()
+
+        class Logs(logs_service_pb2_grpc.LogsServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:  # the gRPC method name
+                receiver._add_logs(request)
+                return ExportLogsServiceResponse()
+
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._grpc_server = server
+        return f"http://127.0.0.1:{port}"
 
     # -- decoding ---------------------------------------------------------------------
 

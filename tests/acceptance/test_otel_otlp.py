@@ -255,3 +255,33 @@ def test_every_metric_arrives_with_its_unit_attributes_and_exemplars(
         for p in receiver.points_named("tracedjobs.queue.jobs")
     ]
     assert ("succeeded", 1) in counts
+
+
+def test_otlp_over_grpc_carries_the_same_trace_and_metrics(
+    db_url: str, receiver: OtlpReceiver, tmp_path: Path
+):
+    grpc_env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.start_grpc(),
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+    }
+    job_id = defer(db_url, receiver, "traced", '{"label": "grpc"}', **grpc_env)
+    (send,) = wait_until(lambda: receiver.spans_named("send default"), 30, "the send span")
+    worker = start_worker(db_url, receiver, tmp_path, **grpc_env)
+    try:
+        wait_for_status(db_url, job_id, "succeeded")
+        (process,) = process_spans(receiver, job_id)
+        wait_until(
+            lambda: receiver.points_named("messaging.client.consumed.messages"),
+            30,
+            "the consumed counter over gRPC",
+        )
+    finally:
+        stop(worker)
+    assert send.kind == "PRODUCER" and process.kind == "CONSUMER"
+    assert [(li.trace_id, li.span_id) for li in process.links] == [(send.trace_id, send.span_id)]
+    (point,) = [
+        p for p in receiver.points_named("messaging.client.consumed.messages")
+        if p.attributes.get("tracedjobs.job.outcome") == "succeeded"
+    ][-1:]
+    assert point.value >= 1
