@@ -176,4 +176,11 @@ class App:
         await Worker(self, **options).run()
 
     def run_worker(self, **options: Any) -> None:
-        anyio.run(lambda: self.run_worker_async(**options))
+        async def main() -> None:
+            try:
+                await self.run_worker_async(**options)
+            finally:
+                # Tasks may have opened the async pool in this event loop, which ends here.
+                await self.connector.close_async_pool()
+
+        anyio.run(main)

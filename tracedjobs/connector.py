@@ -183,11 +183,15 @@ class PsycopgConnector:
             self._sync_pool.close()
             self._sync_pool = None
 
-    async def close_async(self) -> None:
+    async def close_async_pool(self) -> None:
+        """Close the async pool if this event loop opened it (it cannot outlive its loop)."""
         if self._async_pool is not None:
             pool, self._async_pool = self._async_pool, None
             if self._async_loop is asyncio.get_running_loop():
                 await pool.close()
+
+    async def close_async(self) -> None:
+        await self.close_async_pool()
         self.close()
 
 
@@ -211,9 +215,7 @@ async def _probe_async(url: str) -> None:
     await conn.close()
 
 
-_MISSING_SCHEMA = (
-    "the tracedjobs tables do not exist in this database: run `tracedjobs migrate`"
-)
+_MISSING_SCHEMA = "the tracedjobs tables do not exist in this database: run `tracedjobs migrate`"
 
 
 def _run_sync(conn: Any, sql: Query, params: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -70,7 +70,10 @@ def finish_params(results: Sequence[AttemptResult]) -> dict[str, Any]:
 
 
 def _list_params(
-    status: str | Status | None, queue: str | None, task_name: str | None, lock: str | None,
+    status: str | Status | None,
+    queue: str | None,
+    task_name: str | None,
+    lock: str | None,
     limit: int,
 ) -> dict[str, Any]:
     if status is not None:
@@ -84,9 +87,7 @@ def _list_params(
     }
 
 
-def _stalled_query(
-    seconds_since_heartbeat: float, nb_seconds: float | None
-) -> tuple[str, float]:
+def _stalled_query(seconds_since_heartbeat: float, nb_seconds: float | None) -> tuple[str, float]:
     if nb_seconds is not None:
         warnings.warn(
             "get_stalled_jobs(nb_seconds=...) is deprecated: it selects jobs by time spent "
@@ -186,7 +187,8 @@ class JobManager:
 
     def count_existing(self, job_ids: Sequence[int]) -> int:
         rows = self.connector.execute(
-            "SELECT count(*) AS n FROM tracedjobs_jobs WHERE id = ANY(%(ids)s)", {"ids": list(job_ids)}
+            "SELECT count(*) AS n FROM tracedjobs_jobs WHERE id = ANY(%(ids)s)",
+            {"ids": list(job_ids)},
         )
         return int(rows[0]["n"])
 
@@ -212,7 +214,9 @@ class JobManager:
 
     async def get_job_async(self, job_id: int) -> Job:
         async with self.connector.connection_async() as conn:
-            rows = await self.connector.execute_async(sql.query("get_job"), {"id": job_id}, conn=conn)
+            rows = await self.connector.execute_async(
+                sql.query("get_job"), {"id": job_id}, conn=conn
+            )
             if not rows:
                 raise JobNotFound(f"no job with id {job_id}")
             events = await self.connector.execute_async(
@@ -310,7 +314,9 @@ class JobManager:
         )
         return [Job.from_row(r) for r in rows]
 
-    def list_workers(self, seconds_since_heartbeat: float = DEFAULT_STALLED_SECONDS) -> list[dict[str, Any]]:
+    def list_workers(
+        self, seconds_since_heartbeat: float = DEFAULT_STALLED_SECONDS
+    ) -> list[dict[str, Any]]:
         return self.connector.execute(
             sql.query("list_workers"), {"seconds": float(seconds_since_heartbeat)}
         )
@@ -403,9 +409,13 @@ class JobManager:
             rows = await self.connector.execute_async(
                 sql.query("lock_job"), {"id": job_id}, conn=conn
             )
-            if expected_attempt_id is not None and rows and (
-                rows[0]["attempt_id"] != expected_attempt_id
-                or rows[0]["status"] not in (Status.DOING, Status.ABORTING)
+            if (
+                expected_attempt_id is not None
+                and rows
+                and (
+                    rows[0]["attempt_id"] != expected_attempt_id
+                    or rows[0]["status"] not in (Status.DOING, Status.ABORTING)
+                )
             ):
                 return  # that attempt already ended: nothing left to retry
             job = _check_retryable(rows[0] if rows else None, job_id, allowed)
@@ -461,9 +471,7 @@ class JobManager:
     def top_snapshot(
         self, where: Any, params: dict[str, Any], *, conn: Any = None
     ) -> dict[str, Any]:
-        rows = self.connector.execute(
-            _with_filter("top_snapshot", where), params, conn=conn
-        )
+        rows = self.connector.execute(_with_filter("top_snapshot", where), params, conn=conn)
         return rows[0]
 
     async def top_snapshot_async(
@@ -573,7 +581,9 @@ class JobManager:
     async def unregister_worker(self, conn: psycopg.AsyncConnection[Any], worker_id: str) -> None:
         await conn.execute(sql.query("unregister_worker"), {"id": worker_id})
 
-    async def aborting_job_ids(self, conn: psycopg.AsyncConnection[Any], worker_id: str) -> set[int]:
+    async def aborting_job_ids(
+        self, conn: psycopg.AsyncConnection[Any], worker_id: str
+    ) -> set[int]:
         cur = await conn.execute(sql.query("aborting_jobs_of_worker"), {"id": worker_id})
         return {row[0] for row in await cur.fetchall()}
 
@@ -633,19 +643,17 @@ class JobManager:
         cur = await conn.execute(sql.query("prune_dead_workers"), {"seconds": seconds})
         return len(await cur.fetchall())
 
-    async def defer_periodic(self, params: dict[str, Any]) -> int | None:
+    async def defer_periodic(
+        self, conn: psycopg.AsyncConnection[Any], params: dict[str, Any]
+    ) -> int | None:
         """Defer one tick of a periodic task; returns the new job id, or None if taken/skipped."""
-        rows = await self.connector.execute_async(sql.query("defer_periodic_job"), params)
+        rows = await self.connector.execute_async(
+            sql.query("defer_periodic_job"), params, conn=conn
+        )
         return rows[0]["job_id"] if rows else None
 
-    async def last_periodic_tick(self, task_name: str, periodic_id: str) -> int | None:
-        rows = await self.connector.execute_async(
-            sql.query("last_periodic_tick"), {"task_name": task_name, "periodic_id": periodic_id}
-        )
-        return rows[0]["max"] if rows else None
-
-    async def prune_periodic_ticks(self) -> None:
-        await self.connector.execute_async(sql.query("prune_periodic_ticks"))
+    async def prune_periodic_ticks(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(sql.query("prune_periodic_ticks"))
 
     # -- database-wide gauges (one elected worker) ---------------------------------------
 

@@ -8,6 +8,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from croniter import croniter
 
 from tracedjobs.exceptions import ConfigurationError
@@ -92,6 +93,7 @@ def tick_params(periodic: PeriodicTask, tick: int) -> dict[str, Any]:
 
 async def defer_due_ticks(
     manager: JobManager,
+    conn: psycopg.AsyncConnection[Any],
     periodic: PeriodicTask,
     *,
     since: float,
@@ -100,7 +102,7 @@ async def defer_due_ticks(
     """Defer every tick in (since, now]; each tick becomes at most one job across workers."""
     deferred = []
     for tick in periodic.ticks_between(since, now):
-        job_id = await manager.defer_periodic(tick_params(periodic, tick))
+        job_id = await manager.defer_periodic(conn, tick_params(periodic, tick))
         if job_id is not None:
             deferred.append(job_id)
             logger.info(

@@ -156,7 +156,10 @@ class Worker:
                 self.concurrency,
             )
             async with anyio.create_task_group() as tg:
-                if self.install_signal_handlers and threading.current_thread() is threading.main_thread():
+                if (
+                    self.install_signal_handlers
+                    and threading.current_thread() is threading.main_thread()
+                ):
                     tg.start_soon(self._signal_loop)
                 tg.start_soon(self._heartbeat_loop)
                 if self.rescue_stalled or self.wait:
@@ -208,7 +211,7 @@ class Worker:
                         if not rows and free > 0:
                             timeout = await self._idle_timeout(conn)
                     backoff = 0.0
-                except _DB_ERRORS + (psycopg.Error,) as exc:
+                except (*_DB_ERRORS, psycopg.Error) as exc:
                     self._pending = submitted + self._pending
                     backoff = min(max(backoff * 2, 0.5), 10.0)
                     logger.warning(
@@ -249,7 +252,11 @@ class Worker:
         job = Job.from_row(row)
         task = self.app.tasks.get(job.task_name)
         context = JobContext(
-            app=self.app, job=job, task=task, worker_name=self.name, worker_id=self.id  # type: ignore[arg-type]
+            app=self.app,
+            job=job,
+            task=task,  # type: ignore[arg-type]  # None only for an unknown task, which fails
+            worker_name=self.name,
+            worker_id=self.id,
         )
         running = _Running(context, task)
         self._running[job.id] = running
@@ -443,7 +450,9 @@ class Worker:
     async def _listen_loop(self) -> None:
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self.app.connector.url, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self.app.connector.url, autocommit=True
+                )
             except _DB_ERRORS:
                 await anyio.sleep(self.polling_interval)
                 continue
@@ -543,21 +552,23 @@ class Worker:
                             )
                     else:
                         await self.manager.prune_dead_workers(conn, self.stalled_worker_timeout)
-                    await self.manager.prune_periodic_ticks()
+                    await self.manager.prune_periodic_ticks(conn)
             except (*_DB_ERRORS, psycopg.Error) as exc:
                 logger.warning("stalled-job rescue failed (%s)", _first_line(exc))
             await anyio.sleep(self.update_heartbeat_interval)
 
     async def _periodic_loop(self) -> None:
+        assert self._pool is not None
         tasks = self.app.periodic_registry.tasks
         since = time.time() - self.periodic_catch_up
         while True:
             now = time.time()
             try:
-                for p in tasks:
-                    await periodic.defer_due_ticks(self.manager, p, since=since, now=now)
+                async with self._pool.connection() as conn:
+                    for p in tasks:
+                        await periodic.defer_due_ticks(self.manager, conn, p, since=since, now=now)
                 since = now
-            except _DB_ERRORS as exc:
+            except (*_DB_ERRORS, psycopg.Error) as exc:
                 logger.warning("periodic deferral failed (%s); will catch up", _first_line(exc))
             next_tick = min(p.next_tick_after(time.time()) for p in tasks)
             await anyio.sleep(max(0.0, next_tick - time.time()) + 0.005)

@@ -299,10 +299,6 @@ WITH tick AS (
 )
 SELECT (SELECT count(*) FROM tick)::integer AS tick_taken, (SELECT id FROM job) AS job_id;
 
--- name: last_periodic_tick
-SELECT max(tick) FROM tracedjobs_periodic_ticks
- WHERE task_name = %(task_name)s AND periodic_id = %(periodic_id)s;
-
 -- name: prune_periodic_ticks
 DELETE FROM tracedjobs_periodic_ticks WHERE created_at < now() - interval '1 day';
 

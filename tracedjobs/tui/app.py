@@ -311,7 +311,7 @@ class TopApp(App[None]):
         if filtered:
             title.update(f" JOBS matching {self.options.filter.text} (newest first)")
             rows = [(f"j{j.id}", j.id, render.job_cells(j)) for j in self.snapshot.jobs]  # type: ignore[union-attr]
-            columns = render.JOB_COLUMNS
+            columns: tuple[str, ...] = render.JOB_COLUMNS
         else:
             if self.frozen:
                 title.update(Text(" LIVE — frozen (f to resume)", style="bold yellow"))
@@ -391,7 +391,7 @@ class TopApp(App[None]):
         event.input.screen.query_one("#jobs", DataTable).focus()
         self._wake.set()
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         main = self._main()
         if main is None or self.screen is not main:
             return
