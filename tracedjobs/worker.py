@@ -363,10 +363,11 @@ class Worker:
                 **common,
             )
         common["error_type"] = telemetry.error_type_of(exception)
-        common["error_message"] = str(exception)[:_MAX_ERROR_MESSAGE]
+        # PostgreSQL text cannot hold NUL: one such message must not wedge the worker.
+        common["error_message"] = str(exception)[:_MAX_ERROR_MESSAGE].replace("\x00", "\\x00")
         common["traceback"] = "".join(
             traceback.format_exception(type(exception), exception, exception.__traceback__)
-        )
+        ).replace("\x00", "\\x00")
         if isinstance(exception, JobAborted):
             return AttemptResult(
                 status=Status.ABORTED, outcome=Outcome.ABORTED, event="aborted", **common

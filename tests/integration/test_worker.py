@@ -209,3 +209,21 @@ def test_every_job_runs_exactly_once_in_process(app: tracedjobs.App, concurrency
     run_until_idle(app, concurrency=concurrency)
     assert counts == {i: 1 for i in range(300)}
     assert app.job_manager.list_jobs(status="todo") == []
+
+
+def test_an_error_message_with_a_nul_byte_is_stored_and_the_worker_goes_on(
+    app: tracedjobs.App,
+) -> None:
+    @app.task
+    def binary_error() -> None:
+        raise ValueError("bad bytes: \x00\x01")
+
+    @app.task
+    def after() -> None: ...
+
+    failing = binary_error.defer()
+    ok = after.defer()
+    run_until_idle(app)
+    [attempt] = app.job_manager.get_job(failing).attempt_records
+    assert attempt.error_message == "bad bytes: \\x00\x01"
+    assert app.job_manager.get_job_status(ok) == "succeeded"
