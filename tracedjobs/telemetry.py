@@ -289,7 +289,7 @@ def process_span(
         elif producer.trace_flags.sampled:
             # An unsampled producer span was never exported: a link would point nowhere.
             links.append(Link(producer))
-    attributes = {
+    attributes: dict[str, Any] = {
         MESSAGING_SYSTEM: SYSTEM,
         OPERATION_TYPE: "process",
         OPERATION_NAME: "process",
