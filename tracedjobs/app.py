@@ -28,7 +28,8 @@ class App:
     ``App()`` uses ``$TRACEDJOBS_DATABASE_URL``, else an embedded PostgreSQL.
     ``App(connector=PsycopgConnector(conninfo=...))`` is accepted as in Procrastinate.
     ``trace_parent="parent"`` makes each attempt's span a child of the producer span
-    instead of linking to it.
+    instead of linking to it. Task arguments are never put on spans unless
+    ``record_args=True``.
     """
 
     def __init__(

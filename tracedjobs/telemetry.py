@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
 import threading
 import time
@@ -43,6 +44,7 @@ ATTEMPT = "tracedjobs.job.attempt"
 OUTCOME = "tracedjobs.job.outcome"
 ERROR_TYPE = "error.type"
 WORKER_ID = "tracedjobs.worker.id"
+ARGS = "tracedjobs.job.args"  # only with App(record_args=True)
 WORKER_NAME = "tracedjobs.worker.name"
 
 # Seconds: the semconv boundaries (5 ms … 10 s) extended to hours, so that a 42 ms job
@@ -273,12 +275,13 @@ class AttemptSpan:
 
 @contextlib.contextmanager
 def process_span(
-    job: Job, *, worker_name: str, trace_parent: str = "link"
+    job: Job, *, worker_name: str, trace_parent: str = "link", record_args: bool = False
 ) -> Iterator[AttemptSpan]:
     """CONSUMER span ``process {queue}`` around one attempt.
 
     By default it carries a Link to the producer context; ``trace_parent="parent"`` makes
-    it a child of the producer span instead, so the whole story is one trace.
+    it a child of the producer span instead, so the whole story is one trace. Task
+    arguments are recorded (as ``tracedjobs.job.args``, JSON) only with ``record_args``.
     """
     producer = _producer_context(job)
     parent_context = otel_context.Context()  # a new root, unless made a child below
@@ -301,6 +304,8 @@ def process_span(
         TASK: job.task_name,
         ATTEMPT: job.attempts + 1,
     }
+    if record_args:
+        attributes[ARGS] = json.dumps(job.args, sort_keys=True, default=str)
     with _tracer.start_as_current_span(
         f"process {job.queue_name}",
         context=parent_context,

@@ -262,7 +262,10 @@ class Worker:
         self._running[job.id] = running
         try:
             with telemetry.process_span(
-                job, worker_name=self.name, trace_parent=self.app.trace_parent
+                job,
+                worker_name=self.name,
+                trace_parent=self.app.trace_parent,
+                record_args=self.app.record_args,
             ) as span:
                 context.trace_id, context.span_id = span.trace_id, span.span_id
                 telemetry.record_queue_wait(job.queue_name, job.task_name, row["queue_wait"])

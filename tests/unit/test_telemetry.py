@@ -293,3 +293,15 @@ def test_without_an_sdk_every_hook_is_a_cheap_no_op():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_task_arguments_are_recorded_only_when_asked(otel: Otel):
+    job = make_job()
+    job.args = {"to": "secret@example.com"}
+    with telemetry.process_span(job, worker_name="w1"):
+        pass
+    with telemetry.process_span(job, worker_name="w1", record_args=True):
+        pass
+    default, asked = otel.finished("process emails")
+    assert "secret@example.com" not in str(dict(default.attributes))
+    assert asked.attributes["tracedjobs.job.args"] == '{"to": "secret@example.com"}'
