@@ -410,10 +410,6 @@ def worker_started(worker: Any) -> None:
     install_log_correlation()
 
 
-def worker_stopped(worker: Any) -> None:
-    pass
-
-
 # -- database-wide gauges ------------------------------------------------------------------
 #
 # Read from the database by ONE elected worker (see gauges.py), so that summing them over

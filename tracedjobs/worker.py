@@ -176,7 +176,6 @@ class Worker:
             await self._unregister()
             logger.info("worker %s stopped after %d jobs", self.name, self.jobs_processed)
         finally:
-            telemetry.worker_stopped(self)
             await self._pool.close()
 
     # -- the fetch loop ----------------------------------------------------------------
