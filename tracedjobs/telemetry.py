@@ -381,26 +381,17 @@ def install_log_correlation() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        current = _current_job.get()
-        if current is None:
-            record.job_id = record.task_name = ""
-            span_context = trace.get_current_span().get_span_context()
-            if span_context.is_valid:
-                record.trace_id = format(span_context.trace_id, "032x")
-                record.span_id = format(span_context.span_id, "016x")
-            else:
-                record.trace_id = record.span_id = ""
+        job, attempt_span = _current_job.get() or (None, None)
+        record.job_id = job.id if job else ""
+        record.task_name = job.task_name if job else ""
+        # The innermost span (e.g. one the task opened), else the attempt's own.
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            record.trace_id = format(span_context.trace_id, "032x")
+            record.span_id = format(span_context.span_id, "016x")
         else:
-            job, attempt_span = current
-            record.job_id = job.id
-            record.task_name = job.task_name
-            span_context = trace.get_current_span().get_span_context()
-            if span_context.is_valid:
-                record.trace_id = format(span_context.trace_id, "032x")
-                record.span_id = format(span_context.span_id, "016x")
-            else:
-                record.trace_id = attempt_span.trace_id or ""
-                record.span_id = attempt_span.span_id or ""
+            record.trace_id = (attempt_span.trace_id if attempt_span else None) or ""
+            record.span_id = (attempt_span.span_id if attempt_span else None) or ""
         return record
 
     logging.setLogRecordFactory(factory)
