@@ -186,18 +186,12 @@ class JobManager:
         return [r["id"] for r in rows]
 
     def count_existing(self, job_ids: Sequence[int]) -> int:
-        rows = self.connector.execute(
-            "SELECT count(*) AS n FROM tracedjobs_jobs WHERE id = ANY(%(ids)s)",
-            {"ids": list(job_ids)},
-        )
+        """How many of these jobs exist (committed), e.g. after a caller's transaction."""
+        rows = self.connector.execute(sql.query("count_jobs"), {"ids": list(job_ids)})
         return int(rows[0]["n"])
 
     def count_unfinished(self, job_ids: Sequence[int]) -> int:
-        rows = self.connector.execute(
-            "SELECT count(*) AS n FROM tracedjobs_jobs WHERE id = ANY(%(ids)s) "
-            "AND status IN ('todo', 'doing', 'aborting')",
-            {"ids": list(job_ids)},
-        )
+        rows = self.connector.execute(sql.query("count_unfinished_jobs"), {"ids": list(job_ids)})
         return int(rows[0]["n"])
 
     # -- reading -----------------------------------------------------------------------

@@ -244,6 +244,13 @@ WITH job AS (
 )
 INSERT INTO tracedjobs_events (job_id, type) SELECT id, 'abort_requested' FROM job RETURNING job_id;
 
+-- name: count_jobs
+SELECT count(*) AS n FROM tracedjobs_jobs WHERE id = ANY (%(ids)s::bigint[]);
+
+-- name: count_unfinished_jobs
+SELECT count(*) AS n FROM tracedjobs_jobs
+ WHERE id = ANY (%(ids)s::bigint[]) AND status IN ('todo', 'doing', 'aborting');
+
 -- name: get_job
 SELECT * FROM tracedjobs_jobs WHERE id = %(id)s;
 
