@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import random
 from typing import Any
 
 import pytest
@@ -229,34 +228,10 @@ def test_a_broken_strategy_fails_the_job_and_the_worker_carries_on(
     assert succeeded.status == tracedjobs.Status.SUCCEEDED
 
 
-# Seed 002: the custom strategy, verbatim but for the import and `self.max_attempts`;
-# its waits are shortened by a subclass so the test stays fast.
-import tracedjobs as procrastinate  # noqa: E402
-from tracedjobs import Job, RetryDecision  # noqa: E402
-
-
-class RandomRetryStrategy(procrastinate.BaseRetryStrategy):
-    max_attempts = 3
-    min = 1
-    max = 10
-
-    def get_retry_decision(self, *, exception:Exception, job:Job) -> RetryDecision:
-        if job.attempts >= self.max_attempts:
-            return RetryDecision(should_retry=False)
-
-        wait = random.uniform(self.min, self.max)
-
-        return RetryDecision(
-            retry_in={"seconds": wait}, # or retry_at (a datetime object)
-            priority=job.priority + 1, # optional
-            queue="another_queue", # optional
-            lock="another_lock", # optional
-        )
-
-
-class FastRandomRetryStrategy(RandomRetryStrategy):
-    min = 0.05
-    max = 0.2
+# Seed 002's strategy, verbatim but for the import and `self.max_attempts`, lives in the
+# seed app module; its subclass shortens the waits so the test stays fast.
+import tracedjobs as procrastinate  # noqa: E402 - the seeds' spelling
+from tests.apps.seeds_retry import FastRandomRetryStrategy  # noqa: E402
 
 
 def test_seed_random_retry_strategy_with_a_real_worker(app: tracedjobs.App) -> None:

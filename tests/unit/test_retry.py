@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import random
 import warnings
 
 import pytest
@@ -198,29 +197,10 @@ def test_modern_strategies_do_not_warn() -> None:
 
 # -- the seeds' code ---------------------------------------------------------------------
 
-# Seed 002, verbatim but for the import and the bare `max_attempts` (a NameError in the
-# seed) read as `self.max_attempts`.
-import tracedjobs as procrastinate  # noqa: E402
-from tracedjobs import Job, RetryDecision  # noqa: E402
-
-
-class RandomRetryStrategy(procrastinate.BaseRetryStrategy):
-    max_attempts = 3
-    min = 1
-    max = 10
-
-    def get_retry_decision(self, *, exception:Exception, job:Job) -> RetryDecision:
-        if job.attempts >= self.max_attempts:
-            return RetryDecision(should_retry=False)
-
-        wait = random.uniform(self.min, self.max)
-
-        return RetryDecision(
-            retry_in={"seconds": wait}, # or retry_at (a datetime object)
-            priority=job.priority + 1, # optional
-            queue="another_queue", # optional
-            lock="another_lock", # optional
-        )
+# Seed 002's strategy, verbatim but for the import and the bare `max_attempts` (a NameError
+# in the seed) read as `self.max_attempts`, lives in the seed app module.
+import tracedjobs as procrastinate  # noqa: E402 - the seeds' spelling
+from tests.apps.seeds_retry import RandomRetryStrategy  # noqa: E402
 
 
 @given(st.integers(min_value=0, max_value=10), st.integers(min_value=-5, max_value=5))
