@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import anyio
-import psycopg
 
 import tracedjobs
+from tests.apps.recording import record_run as _record
 
 app = tracedjobs.App()
 
-
-def _record(context: tracedjobs.JobContext, label: str, started: float, value: object = None) -> None:
-    with psycopg.connect(app.connector.url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO test_runs (job_id, label, pid, started_at, finished_at, value) "
-            "VALUES (%s, %s, %s, to_timestamp(%s), clock_timestamp(), %s)",
-            (context.job.id, label, os.getpid(), started, psycopg.types.json.Jsonb(value)),
-        )
 
 
 @app.task(pass_context=True, name="record")

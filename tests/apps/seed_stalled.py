@@ -5,13 +5,12 @@ instead of every 10 minutes so that the test stays short.
 
 from __future__ import annotations
 
-import os
 import time
 
 import anyio
-import psycopg
 
 import tracedjobs
+from tests.apps.recording import record_attempt_run as _record
 
 app = tracedjobs.App()
 
@@ -25,20 +24,6 @@ async def retry_stalled_jobs(context, timestamp):
         await app.job_manager.retry_job(job)
 # --- end of seed --------------------------------------------------------------------------
 
-
-def _record(context: tracedjobs.JobContext, label: str, started: float) -> None:
-    with psycopg.connect(app.connector.url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO test_runs (job_id, label, pid, started_at, finished_at, value) "
-            "VALUES (%s, %s, %s, to_timestamp(%s), clock_timestamp(), %s)",
-            (
-                context.job.id,
-                label,
-                os.getpid(),
-                started,
-                psycopg.types.json.Jsonb({"attempt": context.job.attempts + 1}),
-            ),
-        )
 
 
 @app.task(pass_context=True, name="long_job")
