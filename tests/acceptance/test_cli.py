@@ -196,3 +196,27 @@ def test_retry_and_cancel_print_json(db_url: str) -> None:
     ]
     assert cancelled.returncode == 1
     assert scalar(db_url, "SELECT count(*) FROM tracedjobs_jobs WHERE status = 'cancelled'") == 2
+
+
+def test_prune_deletes_old_finished_jobs_and_keeps_failed_ones_unless_asked(db_url: str) -> None:
+    from tests.helpers import query
+
+    query(
+        db_url,
+        "INSERT INTO tracedjobs_jobs (id, queue_name, task_name, status, updated_at) VALUES "
+        "(1, 'q', 't', 'succeeded', now() - interval '8 days'), "
+        "(2, 'q', 't', 'cancelled', now() - interval '8 days'), "
+        "(3, 'q', 't', 'failed',    now() - interval '8 days'), "
+        "(4, 'q', 't', 'todo',      now() - interval '8 days'), "
+        "(5, 'q', 't', 'succeeded', now() - interval '1 hour')",
+    )
+    query(db_url, "INSERT INTO tracedjobs_events (job_id, type) VALUES (1, 'succeeded'), (5, 'succeeded')")
+    result = run_cli(db_url, "prune", "--older-than", "7d")
+    assert result.returncode == 0, result.stderr
+    assert "deleted 2 finished job(s)" in result.stdout
+    assert [r[0] for r in query(db_url, "SELECT id FROM tracedjobs_jobs ORDER BY id")] == [3, 4, 5]
+    assert [r[0] for r in query(db_url, "SELECT job_id FROM tracedjobs_events")] == [5]
+
+    result = run_cli(db_url, "prune", "--older-than", "7d", "--include-failed")
+    assert result.returncode == 0 and "deleted 1 finished job(s)" in result.stdout
+    assert [r[0] for r in query(db_url, "SELECT id FROM tracedjobs_jobs ORDER BY id")] == [4, 5]
