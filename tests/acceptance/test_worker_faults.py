@@ -34,6 +34,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import tracedjobs
+from tests.acceptance.liveness_helpers import events
 from tests.helpers import ROOT, WorkerProcess, cli_env, query, run_cli, scalar, wait_until
 
 pytestmark = pytest.mark.slow
@@ -71,13 +72,6 @@ def attempt_rows(db_url: str, job_id: int) -> list[dict[str, Any]]:
             "duration FROM tracedjobs_attempts WHERE job_id = %s ORDER BY id",
             (job_id,),
         ).fetchall()
-
-
-def events(db_url: str, job_id: int) -> list[str]:
-    rows = query(
-        db_url, "SELECT type FROM tracedjobs_events WHERE job_id = %s ORDER BY id", (job_id,)
-    )
-    return [r[0] for r in rows]
 
 
 def wait_settled(
@@ -197,14 +191,15 @@ def test_task_raising_a_base_exception_fails_its_attempt_and_the_worker_goes_on(
 def test_a_result_the_database_refuses_fails_that_job_only(
     db_url: str, tmp_path: Path, task: str, reason: str
 ) -> None:
-    until = time.time() + 4.0  # time for the worker to start and claim all four
-    good = defer_jobs(db_url, "ok_at", *({"until": until, "label": f"g{i}"} for i in range(3)))
-    bad = defer_jobs(db_url, task, {"until": until})[0]
-    batch = [*good, bad]
     worker = WorkerProcess(
         db_url, APP, "--concurrency", "4", "--polling-interval", "1", log_path=tmp_path / "w.log"
     )
     try:
+        wait_until(lambda: worker_row(db_url, worker.pid), 30, "the worker to register")
+        until = time.time() + 2.0  # all four are claimed at once, then end together
+        good = defer_jobs(db_url, "ok_at", *({"until": until, "label": f"g{i}"} for i in range(3)))
+        bad = defer_jobs(db_url, task, {"until": until})[0]
+        batch = [*good, bad]
         final = wait_settled(db_url, batch, worker, 25)
         assert_alive(worker)
         # All four ran at once, so their results were written together.
