@@ -61,7 +61,7 @@ def statuses(db_url: str, job_ids: Sequence[int]) -> dict[int, str]:
     rows = query(
         db_url, "SELECT id, status FROM tracedjobs_jobs WHERE id = ANY(%s)", (list(job_ids),)
     )
-    return dict(rows)  # type: ignore[arg-type]
+    return dict(rows)
 
 
 def attempt_rows(db_url: str, job_id: int) -> list[dict[str, Any]]:
@@ -96,11 +96,17 @@ def assert_alive(worker: WorkerProcess) -> None:
     )
 
 
-def worker_row(db_url: str, pid: int) -> tuple[str, datetime.datetime] | None:
+def worker_row(db_url: str, pid: int) -> tuple[Any, ...] | None:
+    """(worker id, last heartbeat) of the worker process ``pid``, None without a row."""
     rows = query(
         db_url, "SELECT id::text, last_heartbeat_at FROM tracedjobs_workers WHERE pid = %s", (pid,)
     )
-    return rows[0] if rows else None  # type: ignore[return-value]
+    return rows[0] if rows else None
+
+
+def worker_id_of(db_url: str, pid: int) -> str | None:
+    row = worker_row(db_url, pid)
+    return row[0] if row else None
 
 
 def heartbeat_of(db_url: str, pid: int) -> datetime.datetime | None:
@@ -121,9 +127,8 @@ def closed_port() -> int:
 
 
 def with_conninfo(url: str, **changes: str) -> str:
-    params = conninfo_to_dict(url)
-    params.update(changes)
-    return make_conninfo(**params)
+    params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+    return make_conninfo(**{**params, **changes})
 
 
 def stop_cleanly(worker: WorkerProcess, timeout: float = 15) -> int:
@@ -257,22 +262,40 @@ def limited_role(db_url: str) -> Iterator[tuple[str, str]]:
             conn.execute(sql.SQL("DROP ROLE {}").format(ident))
 
 
-def _terminate_sessions_of(db_url: str, role: str) -> None:
-    query(
-        db_url,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE usename = %s AND datname = current_database()",
-        (role,),
-    )
+# (statement that injects the fault, statement that lifts it); {} is the role. Sessions
+# take `default_transaction_read_only` when they open: the worker's are ended both times.
+SIDE_LOOP_FAULTS = {
+    # The heartbeat's UPDATE fails with InsufficientPrivilege.
+    "revoked_update": (
+        "REVOKE UPDATE ON tracedjobs_workers FROM {}",
+        "GRANT UPDATE ON tracedjobs_workers TO {}",
+    ),
+    # Every new session is read-only (ReadOnlySqlTransaction), as after a fail-over.
+    "read_only": (
+        "ALTER ROLE {} SET default_transaction_read_only = on",
+        "ALTER ROLE {} RESET default_transaction_read_only",
+    ),
+}
 
 
-@pytest.mark.parametrize("fault", ["revoked_update", "read_only"])
+def _as_admin(db_url: str, statement: str, role: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute(sql.SQL(statement).format(sql.Identifier(role)))
+        if "default_transaction_read_only" in statement:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE usename = %s AND datname = current_database()",
+                (role,),
+            )
+
+
+@pytest.mark.parametrize("fault", sorted(SIDE_LOOP_FAULTS))
 def test_side_loop_database_error_cancels_no_job_and_heartbeats_resume(
     db_url: str, tmp_path: Path, limited_role: tuple[str, str], fault: str
 ) -> None:
     role, role_url = limited_role
-    ident = sql.Identifier(role)
-    job_id = defer_jobs(db_url, "sleep_record", {"seconds": 8.0})[0]
+    inject, lift = SIDE_LOOP_FAULTS[fault]
+    job_id = defer_jobs(db_url, "sleep_record", {"seconds": 6.0})[0]
     worker = WorkerProcess(
         role_url,
         APP,
@@ -284,30 +307,14 @@ def test_side_loop_database_error_cancels_no_job_and_heartbeats_resume(
         before = heartbeat_of(db_url, worker.pid)
         wait_until(lambda: heartbeat_of(db_url, worker.pid) != before, 10, "a heartbeat")
 
-        # The fault: the heartbeat's UPDATE now fails with InsufficientPrivilege, or every
-        # new session is read-only (ReadOnlySqlTransaction), as after a fail-over.
-        with psycopg.connect(db_url, autocommit=True) as admin:
-            if fault == "revoked_update":
-                admin.execute(sql.SQL("REVOKE UPDATE ON tracedjobs_workers FROM {}").format(ident))
-            else:
-                admin.execute(
-                    sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(ident)
-                )
-                _terminate_sessions_of(db_url, role)
+        _as_admin(db_url, inject, role)
         time.sleep(1.0)  # a heartbeat in flight may still land
         frozen = heartbeat_of(db_url, worker.pid)
         time.sleep(2.0)  # four heartbeat intervals
         assert heartbeat_of(db_url, worker.pid) == frozen, "the fault did not stop heartbeats"
         assert_alive(worker)
 
-        with psycopg.connect(db_url, autocommit=True) as admin:
-            if fault == "revoked_update":
-                admin.execute(sql.SQL("GRANT UPDATE ON tracedjobs_workers TO {}").format(ident))
-            else:
-                admin.execute(
-                    sql.SQL("ALTER ROLE {} RESET default_transaction_read_only").format(ident)
-                )
-                _terminate_sessions_of(db_url, role)  # sessions opened read-only stay so
+        _as_admin(db_url, lift, role)
         wait_until(
             lambda: worker.proc.poll() is not None or heartbeat_of(db_url, worker.pid) != frozen,
             15,
@@ -338,7 +345,7 @@ def test_heartbeats_go_on_while_the_jobs_table_is_locked_and_no_peer_rescues(
 ) -> None:
     app = "tests.apps.heartbeat_load:app"
     intervals = ("--heartbeat-interval", "1", "--stalled-timeout", "4", "--polling-interval", "1")
-    long_job = defer_jobs(db_url, "long", {"seconds": 11.0})[0]
+    long_job = defer_jobs(db_url, "long", {"seconds": 9.5})[0]
     defer_jobs(db_url, "short", *({"seconds": 0.2} for _ in range(80)))
     busy = WorkerProcess(
         db_url, app, "--queue", "default", "--concurrency", "3", *intervals,
@@ -350,8 +357,8 @@ def test_heartbeats_go_on_while_the_jobs_table_is_locked_and_no_peer_rescues(
     try:
         wait_until(lambda: "start" in run_labels(db_url, long_job), 30, "the long job to start")
         wait_until(lambda: worker_row(db_url, peer.pid), 30, "the peer to register")
-        busy_id = worker_row(db_url, busy.pid)[0]  # type: ignore[index]
-        peer_id = worker_row(db_url, peer.pid)[0]  # type: ignore[index]
+        busy_id = worker_id_of(db_url, busy.pid)
+        peer_id = worker_id_of(db_url, peer.pid)
         time.sleep(1.0)  # the periodic tick and the loops are under way
 
         samples: list[tuple[float, dict[int, float]]] = []
@@ -359,7 +366,7 @@ def test_heartbeats_go_on_while_the_jobs_table_is_locked_and_no_peer_rescues(
             locker.execute("SET lock_timeout = '10s'")
             locker.execute("LOCK TABLE tracedjobs_jobs IN ACCESS EXCLUSIVE MODE")
             locked_at = time.monotonic()
-            while time.monotonic() - locked_at < 6.0:
+            while time.monotonic() - locked_at < 5.5:
                 rows = probe.execute(
                     "SELECT pid, extract(epoch FROM clock_timestamp() - last_heartbeat_at) "
                     "FROM tracedjobs_workers"
@@ -383,13 +390,13 @@ def test_heartbeats_go_on_while_the_jobs_table_is_locked_and_no_peer_rescues(
 
         final = wait_settled(db_url, [long_job], busy, 30)
         assert final[long_job] == "succeeded", final
-        rows = attempt_rows(db_url, long_job)
-        assert [r["outcome"] for r in rows] == ["succeeded"], rows
+        outcomes = [r["outcome"] for r in attempt_rows(db_url, long_job)]
+        assert outcomes == ["succeeded"], outcomes
         assert (
             scalar(db_url, "SELECT count(*) FROM tracedjobs_attempts WHERE outcome = 'lost'") == 0
         )
-        assert worker_row(db_url, busy.pid)[0] == busy_id  # type: ignore[index]
-        assert worker_row(db_url, peer.pid)[0] == peer_id  # type: ignore[index]
+        assert worker_id_of(db_url, busy.pid) == busy_id
+        assert worker_id_of(db_url, peer.pid) == peer_id
         for worker in (busy, peer):
             assert "declared dead" not in worker.output()
             assert_alive(worker)
@@ -523,7 +530,7 @@ def test_worker_with_an_unreachable_otlp_endpoint_runs_and_stops_promptly(
             (jobs,),
         )
         gaps = [float(b[0]) - float(a[1]) for a, b in itertools.pairwise(times)]
-        assert max(gaps) < 1.0, f"the worker stalled {max(gaps):.1f} s between two jobs"
+        assert max(gaps) < 2.0, f"the worker stalled {max(gaps):.1f} s between two jobs"
         worker.signal(signal.SIGTERM)
         started = time.monotonic()
         code = worker.wait(60)
@@ -610,7 +617,7 @@ def test_scheduled_retry_starts_on_time_not_at_the_next_poll(db_url: str, tmp_pa
     runs: list[tuple[str, float, float]] = []
     try:
         wait_until(lambda: worker_row(db_url, worker.pid), 30, "the worker to register")
-        cases = [("fail_once", {}, 0.3)] * 5 + [
+        cases: list[tuple[str, dict[str, float], float]] = [("fail_once", {}, 0.3)] * 5 + [
             ("fail_once_wait", {"wait": wait}, wait) for wait in (0.1, 0.03, 0.01, 0.003, 0.001)
         ]
         for task, kwargs, wait in cases:
@@ -677,7 +684,7 @@ def test_bare_app_warns_once_that_it_uses_the_embedded_server(embedded_home: Pat
 
 
 def test_worker_logs_the_database_it_uses_without_the_password(db_url: str, tmp_path: Path) -> None:
-    dbname = conninfo_to_dict(db_url)["dbname"]
+    dbname = str(conninfo_to_dict(db_url)["dbname"])
     url = with_conninfo(db_url, password="Sekr1tPw")  # trust auth ignores it
     worker = WorkerProcess(url, APP, log_path=tmp_path / "w.log")
     try:

@@ -25,11 +25,6 @@ async def ok(context: tracedjobs.JobContext, label: str = "", sleep: float = 0.0
     await anyio.to_thread.run_sync(record_run, context, label, started)
 
 
-@app.task(pass_context=True, name="ok_sync")
-def ok_sync(context: tracedjobs.JobContext, label: str = "") -> None:
-    record_run(context, label, time.time())
-
-
 @app.task(pass_context=True, name="sleep_record")
 async def sleep_record(context: tracedjobs.JobContext, seconds: float, label: str = "") -> None:
     """Records ``start`` at once and ``done`` after ``seconds``."""
