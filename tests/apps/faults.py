@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 
 import tracedjobs
+from tests.apps import basic
 from tests.apps.recording import record_run
 
 app = tracedjobs.App()
@@ -17,12 +18,8 @@ app = tracedjobs.App()
 # -- well-behaved -------------------------------------------------------------------------
 
 
-@app.task(pass_context=True, name="ok")
-async def ok(context: tracedjobs.JobContext, label: str = "", sleep: float = 0.0) -> None:
-    started = time.time()
-    if sleep:
-        await anyio.sleep(sleep)
-    await anyio.to_thread.run_sync(record_run, context, label, started)
+# The basic app's recording task, registered here too: (label, sleep) → one test_runs row.
+ok = app.task(pass_context=True, name="ok")(basic.record_async.func)
 
 
 @app.task(pass_context=True, name="sleep_record")
