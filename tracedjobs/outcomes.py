@@ -159,7 +159,10 @@ def invalid_decision(decision: retry.RetryDecision) -> str | None:
         if not isinstance(value, str) or not value:
             return f"retry {name} {value!r} is not a name (a non-empty string)"
         if "\x00" in value:
-            return f"retry {name} {value!r} contains a NUL byte (0x00), which PostgreSQL text cannot hold"
+            return (
+                f"retry {name} {value!r} contains a NUL byte (0x00), which PostgreSQL text "
+                "cannot hold"
+            )
     return None
 
 
