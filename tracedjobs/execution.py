@@ -9,17 +9,15 @@ cancellation propagates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import functools
-import math
 import queue
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-import anyio
 
 from tracedjobs.exceptions import JobAborted
 
@@ -81,7 +79,7 @@ class Execution:
         self.task = task
         self.context = context
         self._threads = threads
-        self._scope: anyio.CancelScope | None = None
+        self._deadline: asyncio.Timeout | None = None
         self.aborted_by: str | None = None  # "request", "shutdown" or "timeout"
         # Set once the thread of a sync task has returned (it may outlive the attempt).
         self.thread_done = task.is_async
@@ -93,37 +91,47 @@ class Execution:
         if self.aborted_by is None:
             self.aborted_by = reason
         self.context._abort.set()
-        if self.task.is_async and self._scope is not None:
-            self._scope.cancel()
+        if self.task.is_async:
+            self._expire()
 
     def abandon(self) -> None:
         """Stop waiting for a sync task that ignored an abort (its thread runs on)."""
-        if self._scope is not None:
-            self._scope.cancel()
+        self._expire()
+
+    def _expire(self) -> None:
+        if self._deadline is not None and not self._deadline.expired():
+            with contextlib.suppress(RuntimeError):  # not entered yet, or already left
+                self._deadline.reschedule(asyncio.get_running_loop().time())
 
     async def run(self) -> Ended:
         task, job = self.task, self.job
         args: tuple[Any, ...] = (self.context,) if task.pass_context else ()
         call = functools.partial(task.func, *args, **job.args)
-        deadline = anyio.current_time() + task.timeout if task.timeout else math.inf
+        loop = asyncio.get_running_loop()
         outcome: BaseException | None = None
         started = time.perf_counter()
-        scope = anyio.CancelScope(deadline=deadline)
-        self._scope = scope
-        if self.aborted_by is not None and task.is_async:
-            scope.cancel()
+        deadline = asyncio.timeout_at(loop.time() + task.timeout if task.timeout else None)
+        self._deadline = deadline
+        interrupted = False
         try:
-            with scope:
+            async with deadline:
+                if self.aborted_by is not None and task.is_async:
+                    self._expire()
                 if task.is_async:
                     await call()
                 else:
                     outcome = await self._run_sync(call)
+        except TimeoutError as exc:
+            # Raised by the deadline (a timeout, or an abort that expired it early) — or
+            # by the task itself, then it is an ordinary error.
+            interrupted = deadline.expired()
+            outcome = None if interrupted else exc
         except BaseException as exc:
-            # Whatever the task raised, its own CancelledError included: the worker's
-            # cancellation never reaches here (jobs run in a shielded part of the worker).
+            # Whatever the task raised, its own CancelledError, SystemExit and
+            # KeyboardInterrupt included: nothing but this job's deadline cancels it.
             outcome = exc
         duration = time.perf_counter() - started
-        if scope.cancelled_caught:
+        if interrupted:
             if self.aborted_by is None:
                 self.aborted_by = "timeout"
             # At the deadline the abort flag turns on, for a sync task to notice.

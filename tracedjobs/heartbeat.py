@@ -72,13 +72,35 @@ def decide_lost(app: App, job: Job) -> AttemptResult:
 
 
 class Heartbeat:
-    """The heartbeat side loop of one worker."""
+    """The heartbeat side loop of one worker.
+
+    It also knows how long this worker's own heartbeats have been going through: across an
+    outage every worker's heartbeat goes stale at once, so a worker that has just reached
+    the database again cannot tell a dead peer from one still reconnecting. It rescues
+    nothing until its own heartbeats have succeeded for ``stalled_worker_timeout``.
+    """
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self._last = time.monotonic()
+        self._steady_since = time.monotonic()  # registration counts as the first beat
+        self._failing = False
+
+    def steady_for(self) -> float:
+        """Seconds since this worker's heartbeats last started succeeding (0 if failing)."""
+        return 0.0 if self._failing else time.monotonic() - self._steady_since
 
     async def beat(self) -> None:
+        try:
+            await self._beat()
+        except Exception:
+            self._failing = True
+            raise
+        if self._failing:
+            self._failing = False
+            self._steady_since = time.monotonic()
+
+    async def _beat(self) -> None:
         worker = self.worker
         now = time.monotonic()
         late = now - self._last - worker.update_heartbeat_interval
@@ -109,6 +131,13 @@ async def rescue(worker: Worker) -> None:
     """One pass of the rescue loop: re-run or fail the jobs of dead workers (or just prune
     their rows when rescue is off), and prune old periodic ticks."""
     store = worker.store
+    steady = worker.heartbeat.steady_for()
+    if steady < worker.stalled_worker_timeout:
+        logger.debug(
+            "rescue skipped: this worker's own heartbeats have only gone through for %.1f s",
+            steady,
+        )
+        return
     if worker.rescue_stalled:
         rescued = await store.rescue_dead_workers(
             worker.stalled_worker_timeout,

@@ -27,8 +27,9 @@ MAX_BACKOFF = 10.0
 class Health:
     """The state of one loop, for the "log once per state change" rule."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, max_backoff: float = MAX_BACKOFF) -> None:
         self.name = name
+        self.max_backoff = max_backoff
         self.failures = 0
         self._last_error: str | None = None
         self._backoff = 0.0
@@ -58,7 +59,7 @@ class Health:
             else:
                 logger.debug("%s failed again (%s)", self.name, error)
         self._last_error = error
-        self._backoff = min(max(self._backoff * 2, MIN_BACKOFF), MAX_BACKOFF)
+        self._backoff = min(max(self._backoff * 2, MIN_BACKOFF), self.max_backoff)
         # Jitter, so that workers cut off together do not come back in lockstep.
         return self._backoff * random.uniform(0.8, 1.2)
 
@@ -81,9 +82,10 @@ async def every(
     step: Callable[[], Awaitable[None]],
     *,
     first: float | None = None,
+    max_backoff: float = MAX_BACKOFF,
 ) -> None:
     """Run ``step`` every ``interval`` seconds forever, under the policy."""
-    health = Health(name)
+    health = Health(name, max_backoff=max_backoff)
     delay = (interval() if callable(interval) else interval) if first is None else first
     while True:
         await anyio.sleep(delay)

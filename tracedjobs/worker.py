@@ -9,9 +9,10 @@ one error policy (``supervisor.py``): none of them can stop the worker or its jo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
-import math
 import os
 import signal
 import socket
@@ -84,18 +85,19 @@ _ALIASES = {
 
 
 class _Submitted:
-    """A finished attempt waiting to be written; ``done`` fires once its fate is known."""
+    """A finished attempt waiting to be written; ``done`` resolves once its fate is known."""
 
     __slots__ = ("done", "recorded", "result")
 
     def __init__(self, result: AttemptResult) -> None:
         self.result = result
-        self.done = anyio.Event()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.recorded = False
 
     def settle(self, recorded: bool) -> None:
         self.recorded = recorded
-        self.done.set()
+        if not self.done.done():
+            self.done.set_result(None)
 
 
 class Worker:
@@ -164,6 +166,7 @@ class Worker:
             app.connector, name=f"tracedjobs-worker-{self.id[:8]}"
         )
         self.jobs_processed = 0
+        self.heartbeat = Heartbeat(self)  # made anew at registration
 
         self._threads = TaskThreads()
         self._running: dict[int, Execution] = {}
@@ -171,7 +174,8 @@ class Worker:
         self._busy = 0  # slots taken: jobs running, and sync threads abandoned past a timeout
         self._pending: list[_Submitted] = []
         self._stopping = False
-        self._wake: anyio.Event | None = None
+        self._wake: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # one per job in flight
         self._side: TaskGroup | None = None
         self._signals_seen = 0
         self._owner_thread: int | None = None
@@ -208,8 +212,6 @@ class Worker:
         jobs get ``shutdown_graceful_timeout`` to finish, then are aborted and recorded —
         and the cancellation is raised once that is done (as in Procrastinate).
         """
-        import asyncio
-
         self._owner_thread = threading.get_ident()
         self._portal_loop = asyncio.get_running_loop()
         finished = anyio.Event()
@@ -242,6 +244,7 @@ class Worker:
         await self.store.open()
         try:
             await self.store.register(self.info)
+            self.heartbeat = Heartbeat(self)
             logger.info(
                 "worker %s started: queues=%s concurrency=%d database=%s",
                 self.name,
@@ -254,8 +257,7 @@ class Worker:
                 self._side = side
                 self._start_side_loops(side)
                 try:
-                    async with anyio.create_task_group() as jobs:
-                        await self._fetch_loop(jobs)
+                    await self._fetch_loop()
                 finally:
                     side.cancel_scope.cancel()
         finally:
@@ -276,7 +278,14 @@ class Worker:
         every, forever = supervisor.every, supervisor.forever
         if self.install_signal_handlers and threading.current_thread() is threading.main_thread():
             side.start_soon(self._signal_loop)
-        side.start_soon(every, "heartbeat", self.update_heartbeat_interval, Heartbeat(self).beat)
+        # After an outage the heartbeat retries at least every interval, so that peers
+        # see it back well within the stalled timeout.
+        side.start_soon(
+            functools.partial(
+                every, "heartbeat", self.update_heartbeat_interval, self.heartbeat.beat,
+                max_backoff=self.update_heartbeat_interval,
+            )
+        )
         if self.rescue_stalled or self.wait:
             side.start_soon(
                 functools.partial(
@@ -330,41 +339,53 @@ class Worker:
         if self._wake is not None:
             self._wake.set()
 
-    async def _fetch_loop(self, jobs: TaskGroup) -> None:
+    async def _fetch_loop(self) -> None:
         health = supervisor.Health("job fetch")
         while True:
-            if self._stopping and not self._running and not self._pending:
+            if self._stopping and not self._tasks and not self._pending:
                 return
             free = 0 if self._stopping else self.concurrency - self._busy
             submitted, self._pending = self._pending, []
             # Pokes from here on (a job finishing, a notification) wake the next wait.
-            wake = self._wake = anyio.Event()
-            timeout = math.inf
+            wake = self._wake = asyncio.Event()
+            timeout: float | None = None
             if submitted or free > 0:
                 try:
-                    # A claim the database committed must reach us: never cancel it midway.
-                    with anyio.CancelScope(shield=True):
-                        batch = await self._exchange(submitted, free)
+                    batch = await self._exchange(submitted, free)
                 except Exception as exc:
-                    self._pending = [s for s in submitted if not s.done.is_set()] + self._pending
-                    await anyio.sleep(health.failed(exc))
+                    self._pending = [s for s in submitted if not s.done.done()] + self._pending
+                    await asyncio.sleep(health.failed(exc))
                     continue
                 health.ok()
                 for row in batch.claimed:
-                    self._busy += 1
-                    jobs.start_soon(self._run_job, row)
+                    self._spawn(row)
                 if batch.claimed or self._stopping:
                     continue
                 # One-shot: done once a claim with free slots found nothing (slots held by
                 # threads abandoned past a timeout do not count as "nothing ready").
-                if not self.wait and free > 0 and not self._running and not self._pending:
+                if not self.wait and free > 0 and not self._tasks and not self._pending:
                     return
                 if free > 0 and self.wait:
                     timeout = self._idle_timeout(batch.next_in)
             if self._pending:
                 continue
-            with anyio.move_on_after(timeout):
-                await wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await wake.wait()
+
+    def _spawn(self, row: dict[str, Any]) -> None:
+        """Run one claimed job in a task of its own (plain asyncio: a job never needs the
+        cancellation of a task group, and this is the hot path)."""
+        self._busy += 1
+        task = asyncio.get_running_loop().create_task(self._run_job(row))
+        self._tasks.add(task)
+        task.add_done_callback(self._job_task_done)
+
+    def _job_task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("internal error while running a job", exc_info=task.exception())
+        self._poke()
 
     def _idle_timeout(self, next_in: float | None) -> float:
         """With nothing to claim: until the next scheduled job, at most the polling interval
@@ -524,7 +545,7 @@ class Worker:
             submitted = _Submitted(result)
             self._pending.append(submitted)
             self._poke()
-            await submitted.done.wait()
+            await submitted.done
             result = submitted.result
             outcomes.log_result(
                 job,
