@@ -355,7 +355,7 @@ def queues_table() -> dict[str, Any]:
     refs = [chr(ord("A") + i) for i in range(len(columns))]
     return {
         "type": "table",
-        "title": "Queues",
+        "title": "Queues (as in tracedjobs top)",
         "description": (
             "The QUEUES table of `tracedjobs top`: jobs in todo (ready and scheduled), running "
             "(doing, aborting) and failed, from the database-wide gauges; attempts that "

@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -99,7 +100,10 @@ class Prometheus:
         url = f"{self.url}/api/v1/{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params, doseq=True)
-        body = json.loads(http_get(url))
+        try:
+            body = json.loads(http_get(url))
+        except urllib.error.HTTPError as exc:  # Prometheus says why in the body
+            raise AssertionError(f"{url}: {exc}: {exc.read().decode()}") from None
         assert body["status"] == "success", body
         return body["data"]
 

@@ -297,8 +297,8 @@ def database_outage(rig: Rig, server: EmbeddedServer) -> None:
     assert result.returncode == 0, result.stderr
     rig.ports(workers=2)
     rig.start_prometheus()
-    rig.start_worker(0, concurrency=2)
-    rig.start_worker(1, concurrency=2)
+    rig.start_worker(0, concurrency=1)  # one slot each: each worker runs one of the long jobs
+    rig.start_worker(1, concurrency=1)
     rig.defer("work", 4, sleep=0.5)
     rig.wait_for("sum(messaging_client_consumed_messages_total) >= 4", "four attempts scraped")
     rig.wait_for("tracedjobs:workers:max{state='alive'} == 2", "two alive workers")
@@ -348,6 +348,9 @@ TESTS = {
     "test_fifty_times_slower_task_fires_slower_than_usual_only": "task_slowdown",
     "test_producers_outrunning_workers_fire_backlog_growing_only": "backlog_growing",
     "test_database_outage_fires_metrics_absent": "database_outage",
+    "test_lost_jobs_alert_fires_after_the_outage_only_if_jobs_were_recorded_lost": (
+        "database_outage"
+    ),
     "test_database_outage_loses_no_job": "database_outage",
     "test_every_alert_is_covered_by_an_incident_or_a_unit_test": None,
 }
@@ -390,9 +393,7 @@ def incidents(
 ) -> Iterator[dict[str, concurrent.futures.Future[Rig]]]:
     """Starts every selected incident at once; each test waits for its own."""
     wanted = {
-        TESTS[item.originalname]
-        for item in request.session.items
-        if TESTS.get(item.originalname)
+        TESTS[item.originalname] for item in request.session.items if TESTS.get(item.originalname)
     }
     tmp = tmp_path_factory.mktemp("incidents")
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(SCENARIOS)) as pool:
@@ -414,6 +415,7 @@ def _observed(incidents: dict[str, concurrent.futures.Future[Rig]], name: str) -
 
 def _assert_only_expected_fired(obs: Observation, within: float) -> None:
     fired = obs.fired_after(obs.expected)
+    print(f"{obs.expected} fired after {fired} s; others: {obs.others()}")
     assert fired is not None, f"{obs.expected} never fired; fired instead: {obs.others()}"
     assert fired <= within, f"{obs.expected} fired {fired:.1f} s after the incident (> {within} s)"
     assert obs.others() == {}, f"other alerts fired too: {obs.others()}"
@@ -445,23 +447,32 @@ def test_producers_outrunning_workers_fire_backlog_growing_only(
 def test_database_outage_fires_metrics_absent(incidents: dict[str, Any]) -> None:
     obs = _observed(incidents, "database_outage")
     fired = obs.fired_after(obs.expected)
+    print(f"{obs.expected} fired after {fired} s; others: {obs.others()}; {obs.details}")
     assert fired is not None and fired <= 40, (obs.expected, fired, obs.others())
     assert obs.details["fired_during_outage"] == [obs.expected], obs.details
     assert obs.expected in obs.panel, obs.panel
     # After the restart the workers' heartbeats are old until they reconnect: the stale-workers
-    # alert may fire then (it names what happened); nothing else may.
-    assert obs.others(allowed={"TracedjobsWorkersStale"}) == {}, obs.others()
+    # alert may fire then (it names what happened), and the lost-jobs alert if jobs were
+    # really recorded lost (see the next two tests); nothing else may.
+    assert obs.others(allowed={"TracedjobsWorkersStale", "TracedjobsLostJobs"}) == {}, obs.others()
+
+
+def test_lost_jobs_alert_fires_after_the_outage_only_if_jobs_were_recorded_lost(
+    incidents: dict[str, Any],
+) -> None:
+    obs = _observed(incidents, "database_outage")
+    lost = obs.details["lost_attempts"]
+    assert ("TracedjobsLostJobs" in obs.first_firing) == bool(lost), (lost, obs.others())
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # a race: it shows when a worker reconnects and rescues before its peer beats
     reason="worker core (issue 10): after a database outage longer than the stalled timeout, "
-    "the first worker to reconnect rescues its live peers' running jobs as lost",
+    "the first worker to reconnect may rescue its live peer's running job as lost",
 )
 def test_database_outage_loses_no_job(incidents: dict[str, Any]) -> None:
     obs = _observed(incidents, "database_outage")
     assert obs.details["lost_attempts"] == [], obs.details
-    assert "TracedjobsLostJobs" not in obs.first_firing, obs.others()
 
 
 def test_every_alert_is_covered_by_an_incident_or_a_unit_test() -> None:
