@@ -132,6 +132,30 @@ def timeseries(
     }
 
 
+def throughput_by_outcome(selector: str) -> dict[str, Any]:
+    return timeseries(
+        "Throughput by outcome",
+        "Finished attempts per second, by outcome (succeeded, failed, retried, deferred, "
+        "cancelled, aborted, lost).",
+        [target(f"sum by ({OUTCOME}) ({rate(CONSUMED, selector)})", "{{tracedjobs_job_outcome}}")],
+        unit="ops",
+        stack=True,
+    )
+
+
+def percentiles(title: str, description: str, metric: str, selector: str) -> dict[str, Any]:
+    """p50 / p95 / p99 of a raw histogram, with exemplars (each dot: one attempt's trace)."""
+    return timeseries(
+        title,
+        description,
+        [
+            target(quantile(q, metric, selector), f"p{round(q * 100)}", exemplar=True)
+            for q in (0.5, 0.95, 0.99)
+        ],
+        unit="s",
+    )
+
+
 def stat(
     title: str,
     description: str,
@@ -473,14 +497,7 @@ def overview() -> dict[str, Any]:
         row("Alerts"),
         firing_alerts(),
         row("Throughput"),
-        timeseries(
-            "Throughput by outcome",
-            "Finished attempts per second, by outcome (succeeded, failed, retried, deferred, "
-            "cancelled, aborted, lost).",
-            [target(f"sum by ({OUTCOME}) ({rate(CONSUMED, s)})", "{{tracedjobs_job_outcome}}")],
-            unit="ops",
-            stack=True,
-        ),
+        throughput_by_outcome(s),
         timeseries(
             "Failure ratio",
             "Attempts that failed, were retried or were lost, over all finished attempts "
@@ -517,24 +534,18 @@ def overview() -> dict[str, Any]:
             width=24,
         ),
         row("Latency (click an exemplar dot to open the job's trace)"),
-        timeseries(
+        percentiles(
             "Queue wait p50 / p95 / p99",
             "From when a job became runnable (scheduled_at, else deferral) to the start of "
             "the attempt. Exemplar dots link to the attempt's trace.",
-            [
-                target(quantile(q, WAIT, s), f"p{round(q * 100)}", exemplar=True)
-                for q in (0.5, 0.95, 0.99)
-            ],
-            unit="s",
+            WAIT,
+            s,
         ),
-        timeseries(
+        percentiles(
             "Processing duration p50 / p95 / p99",
             "Duration of each attempt in its worker. Exemplar dots link to the attempt's trace.",
-            [
-                target(quantile(q, DURATION, s), f"p{round(q * 100)}", exemplar=True)
-                for q in (0.5, 0.95, 0.99)
-            ],
-            unit="s",
+            DURATION,
+            s,
         ),
         timeseries(
             "Queue wait p95 by queue",
@@ -657,13 +668,7 @@ def task_detail() -> dict[str, Any]:
             unit="s",
         ),
         row("Outcomes"),
-        timeseries(
-            "Throughput by outcome",
-            "Finished attempts per second, by outcome.",
-            [target(f"sum by ({OUTCOME}) ({rate(CONSUMED, s)})", "{{tracedjobs_job_outcome}}")],
-            unit="ops",
-            stack=True,
-        ),
+        throughput_by_outcome(s),
         timeseries(
             "Errors by error.type",
             "Attempts that failed, were retried or lost, per second, by exception type "
@@ -707,23 +712,17 @@ def task_detail() -> dict[str, Any]:
             WAIT,
             s,
         ),
-        timeseries(
+        percentiles(
             "Duration p50 / p95 / p99",
             "Duration of each attempt in its worker.",
-            [
-                target(quantile(q, DURATION, s), f"p{round(q * 100)}", exemplar=True)
-                for q in (0.5, 0.95, 0.99)
-            ],
-            unit="s",
+            DURATION,
+            s,
         ),
-        timeseries(
+        percentiles(
             "Queue wait p50 / p95 / p99",
             "From when the job became runnable to the start of the attempt.",
-            [
-                target(quantile(q, WAIT, s), f"p{round(q * 100)}", exemplar=True)
-                for q in (0.5, 0.95, 0.99)
-            ],
-            unit="s",
+            WAIT,
+            s,
         ),
     ]
     return dashboard(

@@ -135,10 +135,9 @@ def stack(
         for round_ in ("first", "second"):
             attempts += _defer_round(app)
             wait_until(lambda: _all_finished(db_url), 60, f"{round_} round of jobs finished")
+            scraped = f"sum(messaging_client_consumed_messages_total) >= {attempts}"
             wait_until(
-                lambda n=attempts: prom.query(
-                    f"sum(messaging_client_consumed_messages_total{{job='tracedjobs-worker'}}) >= {n}"
-                ),
+                lambda expr=scraped: prom.query(expr),  # type: ignore[misc]
                 30,
                 f"Prometheus to scrape {attempts} finished attempts",
             )

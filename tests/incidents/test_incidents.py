@@ -66,7 +66,7 @@ class Observation:
         at = self.first_firing.get(name)
         return None if at is None or self.trigger is None else at - self.trigger
 
-    def others(self, allowed: set[str] = frozenset()) -> dict[str, float | None]:  # type: ignore[assignment]
+    def others(self, allowed: frozenset[str] = frozenset()) -> dict[str, float | None]:
         return {
             name: self.fired_after(name)
             for name in self.first_firing
@@ -179,6 +179,14 @@ class Rig:
                 deadline = min(deadline, self.observation.first_firing[stop_on] + grace)
             time.sleep(0.5)
 
+    def incident(self, window: float) -> None:
+        """The incident happened now: watch until the expected alert fires (at most
+        ``window`` seconds), then check the dashboard's alert panel."""
+        assert self.observation is not None
+        self.observation.trigger = time.monotonic()
+        self.watch(window, stop_on=self.observation.expected)
+        self.check_panel()
+
     def check_panel(self) -> None:
         """The overview dashboard's "Firing alerts" panel lists what Prometheus fires."""
         assert self.prometheus is not None and self.observation is not None
@@ -207,9 +215,7 @@ def worker_killed(rig: Rig) -> None:
     rig.watch(1)
     worker.signal(signal.SIGKILL)
     worker.wait(10)
-    rig.observation.trigger = time.monotonic()
-    rig.watch(40, stop_on=rig.observation.expected)
-    rig.check_panel()
+    rig.incident(40)
 
 
 def poison_task(rig: Rig) -> None:
@@ -222,9 +228,7 @@ def poison_task(rig: Rig) -> None:
     rig.wait_for('tracedjobs:attempts:rate5m{tracedjobs_task_name="work"} > 0', "healthy traffic")
     rig.watch(3)
     rig.start_producer(1, "poison", 1)
-    rig.observation.trigger = time.monotonic()
-    rig.watch(60, stop_on=rig.observation.expected)
-    rig.check_panel()
+    rig.incident(60)
 
 
 def task_slowdown(rig: Rig) -> None:
@@ -239,9 +243,7 @@ def task_slowdown(rig: Rig) -> None:
     # The baseline: the rule compares with the median p95 over its (compressed) last day.
     rig.watch(40)
     args_file.write_text(json.dumps({"sleep": 1.0}))
-    rig.observation.trigger = time.monotonic()
-    rig.watch(60, stop_on=rig.observation.expected)
-    rig.check_panel()
+    rig.incident(60)
 
 
 def backlog_growing(rig: Rig) -> None:
@@ -253,9 +255,7 @@ def backlog_growing(rig: Rig) -> None:
     rig.wait_for("tracedjobs:workers:max", "the database-wide gauges")
     rig.watch(2)
     rig.start_producer(0, "work", 48, args={"sleep": 0.5})  # ~8 jobs/s more than that
-    rig.observation.trigger = time.monotonic()
-    rig.watch(60, stop_on=rig.observation.expected)
-    rig.check_panel()
+    rig.incident(60)
     rig.stop_producers()
 
 
@@ -392,9 +392,8 @@ def incidents(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, concurrent.futures.Future[Rig]]]:
     """Starts every selected incident at once; each test waits for its own."""
-    wanted = {
-        TESTS[item.originalname] for item in request.session.items if TESTS.get(item.originalname)
-    }
+    names = [getattr(item, "originalname", item.name) for item in request.session.items]
+    wanted = {TESTS[name] for name in names if TESTS.get(name)}
     tmp = tmp_path_factory.mktemp("incidents")
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(SCENARIOS)) as pool:
         futures = {
@@ -454,7 +453,8 @@ def test_database_outage_fires_metrics_absent(incidents: dict[str, Any]) -> None
     # After the restart the workers' heartbeats are old until they reconnect: the stale-workers
     # alert may fire then (it names what happened), and the lost-jobs alert if jobs were
     # really recorded lost (see the next two tests); nothing else may.
-    assert obs.others(allowed={"TracedjobsWorkersStale", "TracedjobsLostJobs"}) == {}, obs.others()
+    allowed = frozenset({"TracedjobsWorkersStale", "TracedjobsLostJobs"})
+    assert obs.others(allowed) == {}, obs.others()
 
 
 def test_lost_jobs_alert_fires_after_the_outage_only_if_jobs_were_recorded_lost(
