@@ -55,9 +55,32 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags  # noqa:
 from tracedjobs import otel_export  # noqa: E402
 
 BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
-    30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400,
-)  # fmt: skip
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1,
+    2.5,
+    5,
+    7.5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+    7200,
+    14400,
+    28800,
+    86400,
+)
 RESOURCE = Resource({"service.name": "otel-floor", "service.instance.id": "bench"})
 PRODUCER = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(1))
 
@@ -256,8 +279,12 @@ def metric_export_cost(tasks: int, runs: int) -> dict[str, float]:
     with tracer.start_as_current_span("process default"):
         for t in range(tasks):
             for outcome in ("succeeded", "failed", "retried"):
-                attrs = {"messaging.system": "tracedjobs", "messaging.destination.name": "default",
-                         "tracedjobs.task.name": f"task_{t}", "tracedjobs.job.outcome": outcome}  # fmt: skip
+                attrs = {
+                    "messaging.system": "tracedjobs",
+                    "messaging.destination.name": "default",
+                    "tracedjobs.task.name": f"task_{t}",
+                    "tracedjobs.job.outcome": outcome,
+                }
                 for _ in range(5):
                     m.consumed.add(1, attrs)
                     m.duration.record(0.01 * (t % 7), attrs)
@@ -338,8 +365,10 @@ def main() -> int:
         receiver.wait()
 
     us = 1e6
-    print(f"OpenTelemetry SDK floor per job: N={a.n:,} jobs, median of {a.runs} runs, "
-          f"python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(
+        f"OpenTelemetry SDK floor per job: N={a.n:,} jobs, median of {a.runs} runs, "
+        f"python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f}"
+    )
     w = max(map(len, rows))
     print(f"{'':<{w}}  {'main µs':>8}  {'cpu µs':>8}  {'child µs':>8}")
     for name, r in rows.items():
@@ -349,26 +378,39 @@ def main() -> int:
     bsp = rows["span + BatchSpanProcessor + OTLP/HTTP"]
     child = rows["span + ChildSpanProcessor (export child)"]
     metrics_on = rows["3 measurements, exemplars on (trace_based)"]
-    print(f"{'floor = span (BSP+OTLP) + 3 measurements w/ exemplars':<{w}}  "
-          f"{(bsp['main'] + metrics_on['main']) * us:>8.1f}  "
-          f"{(bsp['cpu'] + metrics_on['cpu']) * us:>8.1f}")  # fmt: skip
-    print(f"{'same with the export child':<{w}}  "
-          f"{(child['main'] + metrics_on['main']) * us:>8.1f}  "
-          f"{(child['cpu'] + metrics_on['cpu']) * us:>8.1f}  {child['child'] * us:>8.1f}")  # fmt: skip
+    print(
+        f"{'floor = span (BSP+OTLP) + 3 measurements w/ exemplars':<{w}}  "
+        f"{(bsp['main'] + metrics_on['main']) * us:>8.1f}  "
+        f"{(bsp['cpu'] + metrics_on['cpu']) * us:>8.1f}"
+    )
+    print(
+        f"{'same with the export child':<{w}}  "
+        f"{(child['main'] + metrics_on['main']) * us:>8.1f}  "
+        f"{(child['cpu'] + metrics_on['cpu']) * us:>8.1f}  {child['child'] * us:>8.1f}"
+    )
     print()
-    print(f"main-thread wake-up lateness while producing {a.stall_rate:.0f} jobs/s for "
-          f"{a.stall_secs:.0f} s (0.5 ms sleeps), ms:")  # fmt: skip
-    for kind, label in (("none", "no export"), ("bsp", "BatchSpanProcessor + OTLP/HTTP"),
-                        ("child", "export child")):  # fmt: skip
+    print(
+        f"main-thread wake-up lateness while producing {a.stall_rate:.0f} jobs/s for "
+        f"{a.stall_secs:.0f} s (0.5 ms sleeps), ms:"
+    )
+    for kind, label in (
+        ("none", "no export"),
+        ("bsp", "BatchSpanProcessor + OTLP/HTTP"),
+        ("child", "export child"),
+    ):
         xs = stalls[kind]
-        print(f"  {label:<32} p50 {pct(xs, 50):6.2f}  p99 {pct(xs, 99):6.2f}  "
-              f"p99.9 {pct(xs, 99.9):6.2f}  max {max(xs):6.2f}")  # fmt: skip
+        print(
+            f"  {label:<32} p50 {pct(xs, 50):6.2f}  p99 {pct(xs, 99):6.2f}  "
+            f"p99.9 {pct(xs, 99.9):6.2f}  max {max(xs):6.2f}"
+        )
     print()
     print(f"export child start-up + shutdown: {CHILD_FIXED * 1000:.0f} ms CPU (subtracted above)")
-    print(f"one metric export, {a.tasks} task names ({export['series']:.0f} series): "
-          f"collect {export['collect_ms']:.2f} ms, OTLP encode {export['encode_ms']:.2f} ms "
-          f"(in-process thread, GIL held) vs plain+marshal for the child "
-          f"{export['ship_ms']:.2f} ms")  # fmt: skip
+    print(
+        f"one metric export, {a.tasks} task names ({export['series']:.0f} series): "
+        f"collect {export['collect_ms']:.2f} ms, OTLP encode {export['encode_ms']:.2f} ms "
+        f"(in-process thread, GIL held) vs plain+marshal for the child "
+        f"{export['ship_ms']:.2f} ms"
+    )
     return 0
 
 
