@@ -6,7 +6,7 @@ scheduled jobs, running jobs held by live and stale workers, one attempt and one
 finished job — then times the refresh query (the one grouped query per refresh) and prints
 p50/p95, without a filter and with a few `/` filters.
 
-    /tmp/venv/bin/python bench/top_refresh.py [--jobs 1000000] [--runs 50] [--keep]
+    .venv/bin/python bench/top_refresh.py [--jobs 1000000] [--runs 50] [--keep]
 """
 
 from __future__ import annotations

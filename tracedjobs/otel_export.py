@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -122,6 +123,11 @@ class ExportChild:
             target=self._ship, name="tracedjobs-otel-shipper", daemon=True
         )
         self._thread.start()
+        # A task that forks (multiprocessing's "fork"): the copy has no shipper thread, and
+        # its copy of the pipe would keep the export child from ever seeing EOF.
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _forked(ref))
 
     @property
     def pid(self) -> int:
@@ -212,6 +218,15 @@ class ExportChild:
             )
         if self.dropped:
             logger.warning("telemetry: %d records dropped (export queue full)", self.dropped)
+
+
+def _forked(ref: weakref.ref[ExportChild]) -> None:
+    child = ref()
+    if child is not None:
+        child._dead = True
+        child._pending.clear()
+        with contextlib.suppress(OSError):
+            os.close(child._fd)
 
 
 def _encode(records: list[tuple[Any, ...]], child: ExportChild) -> bytes:

@@ -4,6 +4,8 @@ an unreachable collector for more than the shutdown timeout."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -237,3 +239,36 @@ print(N, dropped)
     assert "records dropped (export queue full)" in result.stderr
     received = len(receiver.spans_named("s"))
     assert received == total - dropped, (received, total, dropped)
+
+
+def test_a_forked_task_process_does_not_keep_the_export_process_alive():
+    """The pipe's write end must not survive in a fork (multiprocessing's default on Linux):
+    after the parent closes, the export child sees EOF and exits although the fork lives."""
+    script = r"""
+import os, sys, time
+from tracedjobs import otel_export
+
+child = otel_export.ExportChild(spans=True, metrics=False)
+pid = os.fork()
+if pid == 0:
+    os.close(1), os.close(2)  # not holding the test's output pipes open
+    time.sleep(60)
+    os._exit(0)
+child.close(time.monotonic() + 30)
+print(child.pid, pid, child._proc.returncode)
+"""
+    env = cli_env("", OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9")
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    export_pid, fork_pid, returncode = map(int, result.stdout.split())
+    try:
+        assert result.returncode == 0, result.stderr
+        # Exited by itself on EOF (0), not terminated at the deadline (-15).
+        assert returncode == 0, result.stderr
+        assert "stopped the telemetry exporter" not in result.stderr
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(fork_pid, signal.SIGKILL)
+    assert not alive(export_pid)
