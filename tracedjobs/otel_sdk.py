@@ -8,9 +8,11 @@ With an endpoint, log records are exported too (``OTEL_LOGS_EXPORTER=none`` turn
 each one emitted inside a job carries its trace and span ids and the job's id and task name.
 
 ``TRACEDJOBS_OTEL_EXPORT`` chooses where spans and metrics are encoded and sent: ``process``
-(the default: a child process, see ``otel_export``; this interpreter only hands over plain
-data) or ``thread`` (the SDK's own exporter threads in this process). Either way a command
-never waits on telemetry longer than ``TRACEDJOBS_OTEL_SHUTDOWN_TIMEOUT`` seconds (1) at exit.
+(a child process, see ``otel_export``; this interpreter only hands over plain data: the
+default for a long-running worker) or ``thread`` (the SDK's own exporter threads in this
+process: the default for short commands such as ``defer``, which would otherwise race the
+child's start-up against the exit bound). Either way a command never waits on telemetry
+longer than ``TRACEDJOBS_OTEL_SHUTDOWN_TIMEOUT`` seconds (1) at exit.
 """
 
 from __future__ import annotations
@@ -39,12 +41,12 @@ SHUTDOWN_TIMEOUT_ENV = "TRACEDJOBS_OTEL_SHUTDOWN_TIMEOUT"
 EXPORT_MODES = ("process", "thread")
 
 
-def export_mode() -> str:
-    mode = os.environ.get(EXPORT_MODE_ENV, "").strip().lower() or "process"
+def export_mode(default: str = "process") -> str:
+    mode = os.environ.get(EXPORT_MODE_ENV, "").strip().lower() or default
     if mode not in EXPORT_MODES:
-        logger.warning("%s=%r is not one of %s; using 'process'", EXPORT_MODE_ENV, mode,
-                       "/".join(EXPORT_MODES))  # fmt: skip
-        return "process"
+        logger.warning("%s=%r is not one of %s; using %r", EXPORT_MODE_ENV, mode,
+                       "/".join(EXPORT_MODES), default)  # fmt: skip
+        return default
     return mode
 
 
@@ -125,8 +127,15 @@ def configure(
     default_service_name: str = "tracedjobs-worker",
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    long_running: bool | None = None,
 ) -> SdkHandle:
-    """Install SDK providers when there is somewhere to send data; otherwise stay no-op."""
+    """Install SDK providers when there is somewhere to send data; otherwise stay no-op.
+
+    ``long_running`` (a worker) makes the export child the default; None infers it from
+    ``default_service_name`` ("tracedjobs-worker" is the worker's).
+    """
+    if long_running is None:
+        long_running = default_service_name == "tracedjobs-worker"
     handle = SdkHandle()
     if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return handle
@@ -139,8 +148,10 @@ def configure(
 
     want_spans = _endpoint_set("TRACES") and not _exporter_off("TRACES")
     want_metrics = _endpoint_set("METRICS") and not _exporter_off("METRICS")
-    if export_mode() == "process" and (want_spans or want_metrics):
-        # Started first: its imports take a few hundred ms, overlapping our own start-up.
+    mode = export_mode("process" if long_running else "thread")
+    if mode == "process" and (want_spans or want_metrics):
+        # Started first: its imports take a few hundred ms (seconds on a loaded machine),
+        # overlapping our own start-up.
         try:
             handle.export_child = otel_export.ExportChild(spans=want_spans, metrics=want_metrics)
         except OSError as exc:

@@ -66,7 +66,9 @@ def alive(pid: int) -> bool:
 
 def run_jobs(db_url: str, receiver: OtlpReceiver, tmp_path: Path, mode: str) -> dict[str, Any]:
     """`tracedjobs defer` ×2 and a worker that runs them, exporting in ``mode``."""
-    env = receiver.env(TRACEDJOBS_OTEL_EXPORT=mode)
+    # A generous exit bound: this test is about what arrives (a loaded machine can take
+    # seconds to start the export child of a short `defer`; the bound has its own tests).
+    env = receiver.env(TRACEDJOBS_OTEL_EXPORT=mode, TRACEDJOBS_OTEL_SHUTDOWN_TIMEOUT="15")
     ids = {}
     for task in ("traced", "broken"):
         result = run_cli(db_url, "defer", "--app", APP, task, "{}", **env)
