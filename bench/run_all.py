@@ -268,7 +268,7 @@ def run_ours(args: argparse.Namespace, url: str, out: Path, telemetry: bool) -> 
             "bulk",
             "drain_c1",
             "drain_c10",
-            "drain_c10_otel",  # right after drain_c10: an on/off pair minutes apart at most
+            "drain_c10_otel",  # right after drain_c10: an on/off pair seconds apart
             "drain_best",
             "drain_procs2",
             "drain_procs4",
