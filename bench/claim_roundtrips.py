@@ -1,6 +1,6 @@
 """Micro-benchmark of the worker's finish+claim transaction, three ways, one connection.
 
-    /tmp/venv/bin/python bench/claim_roundtrips.py [N] [--database-url URL]
+    .venv/bin/python bench/claim_roundtrips.py [N] [--database-url URL]
 
 Each iteration records one finished attempt and claims the next job (limit 1), as a c=1
 worker does: (a) pipeline + conn.transaction() (the old code: nested pipelines, 3–4 syncs),

@@ -1,6 +1,8 @@
 """A tiny OTLP/HTTP receiver: accepts POSTs to /v1/traces and /v1/metrics and counts them.
 
-    python bench/otlp_receiver.py [--port 0]     # prints the port, then counts until ^C
+    python bench/otlp_receiver.py [--port 0]     # prints its URL, then counts until ^C/SIGTERM
+
+On ^C or SIGTERM it prints the POST counts per path as one JSON line and exits.
 
 The benchmark starts it in a thread (``start()``) and reads ``counts``.
 """
@@ -62,12 +64,20 @@ def start(port: int = 0) -> OtlpReceiver:
     return server
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    import json
+    import signal
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
     srv = OtlpReceiver(ap.parse_args().port)
+    signal.signal(signal.SIGTERM, _interrupt)
     print(srv.url, flush=True)
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
-        print(dict(srv.counts))
+        print(json.dumps({"posts": dict(srv.counts), "bytes": dict(srv.bytes)}), flush=True)

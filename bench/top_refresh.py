@@ -6,7 +6,7 @@ scheduled jobs, running jobs held by live and stale workers, one attempt and one
 finished job — then times the refresh query (the one grouped query per refresh) and prints
 p50/p95, without a filter and with a few `/` filters.
 
-    /tmp/venv/bin/python bench/top_refresh.py [--jobs 1000000] [--runs 50] [--keep]
+    .venv/bin/python bench/top_refresh.py [--jobs 1000000] [--runs 50] [--keep]
 """
 
 from __future__ import annotations
@@ -63,8 +63,10 @@ SELECT id, CASE WHEN status IN ('succeeded', 'failed') THEN status ELSE 'deferre
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", default=os.environ.get(
-        "TRACEDJOBS_BENCH_SERVER", "postgresql://root@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("TRACEDJOBS_BENCH_SERVER", "postgresql://root@127.0.0.1:5432/test"),
+    )
     parser.add_argument("--database", default="tj_top_bench")
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=50)
@@ -97,7 +99,8 @@ def main() -> None:
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             counts = conn.execute(
-                "SELECT status, count(*) FROM tracedjobs_jobs GROUP BY 1 ORDER BY 1").fetchall()
+                "SELECT status, count(*) FROM tracedjobs_jobs GROUP BY 1 ORDER BY 1"
+            ).fetchall()
             print("jobs by status:", ", ".join(f"{s}={n:,}" for s, n in counts))
             for label, text in cases.items():
                 options = Options(seconds=30, filter=parse_filter(text))
@@ -109,8 +112,10 @@ def main() -> None:
                     timings.append((time.perf_counter() - t0) * 1000)
                 timings.sort()
                 p95 = timings[max(0, int(len(timings) * 0.95) - 1)]
-                print(f"refresh [{label}]: p50 {statistics.median(timings):.1f} ms, "
-                      f"p95 {p95:.1f} ms, max {timings[-1]:.1f} ms ({args.runs} runs)")
+                print(
+                    f"refresh [{label}]: p50 {statistics.median(timings):.1f} ms, "
+                    f"p95 {p95:.1f} ms, max {timings[-1]:.1f} ms ({args.runs} runs)"
+                )
     finally:
         app.close()
         if not args.keep:

@@ -63,6 +63,10 @@ class ReceivedSpan:
     links: list[SpanLink]
     status: str  # "UNSET", "OK", "ERROR"
     events: list[tuple[str, dict[str, Any]]]
+    scope: tuple[str, str] = ("", "")  # instrumentation scope name, version
+    start_ns: int = 0
+    end_ns: int = 0
+    status_message: str = ""
 
 
 @dataclass
@@ -215,6 +219,10 @@ class OtlpReceiver:
                             links=[SpanLink(li.trace_id.hex(), li.span_id.hex()) for li in s.links],
                             status={0: "UNSET", 1: "OK", 2: "ERROR"}[s.status.code],
                             events=[(e.name, _attrs(e.attributes)) for e in s.events],
+                            scope=(ss.scope.name, ss.scope.version),
+                            start_ns=s.start_time_unix_nano,
+                            end_ns=s.end_time_unix_nano,
+                            status_message=s.status.message,
                         )
                     )
         with self._lock:
