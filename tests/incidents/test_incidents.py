@@ -465,11 +465,6 @@ def test_lost_jobs_alert_fires_after_the_outage_only_if_jobs_were_recorded_lost(
     assert ("TracedjobsLostJobs" in obs.first_firing) == bool(lost), (lost, obs.others())
 
 
-@pytest.mark.xfail(
-    strict=False,  # a race: it shows when a worker reconnects and rescues before its peer beats
-    reason="worker core (issue 10): after a database outage longer than the stalled timeout, "
-    "the first worker to reconnect may rescue its live peer's running job as lost",
-)
 def test_database_outage_loses_no_job(incidents: dict[str, Any]) -> None:
     obs = _observed(incidents, "database_outage")
     assert obs.details["lost_attempts"] == [], obs.details
