@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar
 
 import anyio
 
 from tracedjobs import periodic as periodic_mod
 from tracedjobs import telemetry
+from tracedjobs.blueprints import Blueprint
 from tracedjobs.connector import PsycopgConnector
 from tracedjobs.exceptions import ConfigurationError, TaskNotFound
 from tracedjobs.manager import JobManager
-from tracedjobs.tasks import JobDeferrer, OnLost, Task
+from tracedjobs.tasks import JobDeferrer, Task
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 TraceParent = Literal["link", "parent"]
 
 
-class App:
+class App(Blueprint):
     """A tracedjobs application: where the database is and which tasks exist.
 
     ``App()`` uses ``$TRACEDJOBS_DATABASE_URL``, else an embedded PostgreSQL.
@@ -57,59 +59,10 @@ class App:
         self._schema_checked = False
 
     # -- tasks -------------------------------------------------------------------------
+    # task(), periodic(), add_task_alias() and add_tasks_from() come from Blueprint.
 
-    @overload
-    def task(self, func: F, /) -> Task[Any, Any]: ...
-
-    @overload
-    def task(
-        self,
-        func: None = None,
-        /,
-        *,
-        name: str | None = None,
-        queue: str = "default",
-        priority: int = 0,
-        lock: str | None = None,
-        queueing_lock: str | None = None,
-        retry: Any = False,
-        pass_context: bool = False,
-        timeout: float | None = None,
-        on_lost: OnLost = "retry",
-    ) -> Callable[[F], Task[Any, Any]]: ...
-
-    def task(self, func: Any = None, /, **options: Any) -> Any:
-        """Register a function (sync or async) as a task: ``@app.task(queue="emails", retry=5)``."""
-
-        def register(f: Callable[..., Any]) -> Task[Any, Any]:
-            task: Task[Any, Any] = Task(f, app=self, **options)
-            existing = self.tasks.get(task.name)
-            if existing is not None and existing.func is not f:
-                raise ConfigurationError(f"a task named {task.name!r} is already registered")
-            self.tasks[task.name] = task
-            return task
-
-        return register(func) if func is not None else register
-
-    def periodic(
-        self, *, cron: str, periodic_id: str = "", **kwargs: Any
-    ) -> Callable[[Task[Any, Any]], Task[Any, Any]]:
-        """Defer the task on a cron schedule (5 fields, or 6 with seconds last)."""
-        schedule = periodic_mod.parse_cron(cron)
-
-        def register(task: Task[Any, Any]) -> Task[Any, Any]:
-            if not isinstance(task, Task):
-                raise ConfigurationError(
-                    "@app.periodic must be stacked above @app.task (it takes a Task)"
-                )
-            self.periodic_registry.add(
-                periodic_mod.PeriodicTask(
-                    task=task, cron=cron, schedule=schedule, periodic_id=periodic_id, kwargs=kwargs
-                )
-            )
-            return task
-
-        return register
+    def _task_owner(self) -> App:
+        return self
 
     def get_task(self, name: str) -> Task[Any, Any]:
         try:
@@ -173,6 +126,7 @@ class App:
         """
         from tracedjobs.worker import Worker
 
+        self.perform_import_paths()
         await anyio.to_thread.run_sync(self.check_schema)
         await Worker(self, **options).run()
 
@@ -185,3 +139,56 @@ class App:
                 await self.connector.close_async_pool()
 
         anyio.run(main)
+
+    # -- another connector, import paths (Procrastinate's App API) ----------------------
+
+    @classmethod
+    def from_path(cls, dotted_path: str) -> App:
+        """The App at ``"package.module.app"`` (or ``"package.module:app"``)."""
+        module_name, _, attribute = dotted_path.replace(":", ".").rpartition(".")
+        try:
+            app = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigurationError(f"cannot load an App from {dotted_path!r}: {exc}") from None
+        if not isinstance(app, cls):
+            raise ConfigurationError(f"{dotted_path!r} is a {type(app).__name__}, not an App")
+        return app
+
+    def with_connector(self, connector: PsycopgConnector) -> App:
+        """Another App on ``connector`` sharing this one's tasks and periodic schedules.
+
+        As in Procrastinate, tasks still defer through the App they were declared on;
+        prefer ``replace_connector``.
+        """
+        app = App(
+            connector=connector,
+            trace_parent=self.trace_parent,
+            record_args=self.record_args,
+            import_paths=self.import_paths,
+        )
+        app.tasks = self.tasks
+        app.periodic_registry = self.periodic_registry
+        return app
+
+    @contextlib.contextmanager
+    def replace_connector(self, connector: PsycopgConnector) -> Iterator[App]:
+        """Use ``connector`` (e.g. ``tracedjobs.testing.InMemoryConnector()``) inside the block."""
+        saved = self.connector, self.job_manager
+        self.connector, self.job_manager = connector, JobManager(connector)
+        try:
+            yield self
+        finally:
+            self.connector, self.job_manager = saved
+
+    def perform_import_paths(self) -> None:
+        """Import the modules named in ``import_paths`` (so their tasks are registered)."""
+        for path in self.import_paths:
+            try:
+                importlib.import_module(path)
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"cannot import {path!r} from the App's import_paths: {exc}"
+                ) from exc
+        logger.debug(
+            "tasks imported", extra={"action": "imported_tasks", "tasks": list(self.tasks)}
+        )

@@ -173,6 +173,8 @@ class Task(Generic[P, R]):
         self.func = func
         self.app = app
         self.name = name or f"{func.__module__}.{func.__qualname__}"
+        # More names the task answers to (set by Blueprint.task / add_task_alias).
+        self.aliases: list[str] = []
         self.queue = queue
         self.priority = priority
         self.lock = lock
