@@ -48,9 +48,7 @@ def _schema_fingerprint() -> str:
 
 
 def _with_dbname(url: str, dbname: str) -> str:
-    params = conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
+    return make_conninfo(url, dbname=dbname)
 
 
 def _server_url(server_url: str | None) -> str:
@@ -137,7 +135,7 @@ class _Databases:
         with self._lock:
             urls, self._urls = self._urls, {}
         for server_url, url in urls.items():
-            name = conninfo_to_dict(url)["dbname"]
+            name = str(conninfo_to_dict(url)["dbname"])
             try:
                 with psycopg.connect(server_url, autocommit=True) as admin:
                     admin.execute(
