@@ -42,6 +42,7 @@ class App(Blueprint):
         trace_parent: TraceParent = "link",
         record_args: bool = False,
         import_paths: list[str] | None = None,
+        worker_defaults: dict[str, Any] | None = None,
     ) -> None:
         if database_url is not None and connector is not None:
             raise ConfigurationError("give database_url or connector, not both")
@@ -53,6 +54,8 @@ class App(Blueprint):
         self.trace_parent: TraceParent = trace_parent
         self.record_args = record_args
         self.import_paths = list(import_paths or [])
+        # Options every run_worker call starts from (Procrastinate's worker_defaults).
+        self.worker_defaults: dict[str, Any] = dict(worker_defaults or {})
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.periodic_registry = periodic_mod.PeriodicRegistry()
         self.job_manager = JobManager(self.connector)
@@ -128,7 +131,7 @@ class App(Blueprint):
 
         self.perform_import_paths()
         await anyio.to_thread.run_sync(self.check_schema)
-        await Worker(self, **options).run()
+        await Worker(self, **{**self.worker_defaults, **options}).run()
 
     def run_worker(self, **options: Any) -> None:
         async def main() -> None:
@@ -145,11 +148,9 @@ class App(Blueprint):
     @classmethod
     def from_path(cls, dotted_path: str) -> App:
         """The App at ``"package.module.app"`` (or ``"package.module:app"``)."""
-        module_name, _, attribute = dotted_path.replace(":", ".").rpartition(".")
-        try:
-            app = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigurationError(f"cannot load an App from {dotted_path!r}: {exc}") from None
+        from tracedjobs.utils import import_object
+
+        app = import_object(dotted_path)
         if not isinstance(app, cls):
             raise ConfigurationError(f"{dotted_path!r} is a {type(app).__name__}, not an App")
         return app
@@ -165,6 +166,7 @@ class App(Blueprint):
             trace_parent=self.trace_parent,
             record_args=self.record_args,
             import_paths=self.import_paths,
+            worker_defaults=self.worker_defaults,
         )
         app.tasks = self.tasks
         app.periodic_registry = self.periodic_registry

@@ -214,7 +214,7 @@ def test_from_path_loads_the_app() -> None:
     from tests.compat.apps import blueprint_app as m
 
     assert procrastinate.App.from_path("tests.compat.apps.blueprint_app.app") is m.app
-    with pytest.raises(procrastinate.exceptions.ConfigurationError, match="cannot load"):
+    with pytest.raises(procrastinate.exceptions.ConfigurationError, match="has no attribute"):
         procrastinate.App.from_path("tests.compat.apps.blueprint_app.nope")
     with pytest.raises(procrastinate.exceptions.ConfigurationError, match="not an App"):
         procrastinate.App.from_path("tests.compat.apps.blueprint_app.cats")
