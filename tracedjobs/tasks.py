@@ -90,8 +90,14 @@ class JobDeferrer:
         queueing_lock: str | None = None,
         schedule_at: datetime.datetime | None = None,
         schedule_in: dict[str, float] | None = None,
+        task_kwargs: dict[str, Any] | None = None,
+        connection: Any = None,
     ) -> None:
         self.task = task
+        # Procrastinate's configure(task_kwargs=..., connection=...): arguments every defer
+        # starts from, and the caller's connection (transaction) every defer uses.
+        self.task_kwargs = dict(task_kwargs or {})
+        self.connection = connection
         self.queue = queue or task.queue
         self.priority = task.priority if priority is None else priority
         self.lock = task.lock if lock is None else lock
@@ -112,7 +118,7 @@ class JobDeferrer:
     def _specs(self, kwargs_list: tuple[dict[str, Any], ...]) -> list[JobSpec]:
         if not kwargs_list:
             raise ValueError("batch_defer needs at least one set of arguments")
-        return [self._spec(kwargs) for kwargs in kwargs_list]
+        return [self._spec({**self.task_kwargs, **kwargs}) for kwargs in kwargs_list]
 
     def defer(self, *, connection: Any = None, **kwargs: Any) -> int:
         """Insert one job; returns its id. With ``connection=``, inside that transaction."""
@@ -124,6 +130,7 @@ class JobDeferrer:
     def batch_defer(self, *kwargs_list: dict[str, Any], connection: Any = None) -> list[int]:
         """Insert several jobs in one round trip; returns their ids in order."""
         specs = self._specs(kwargs_list)
+        connection = self.connection if connection is None else connection
         with telemetry.send_span(self.queue, self.task.name, len(specs)) as carriers:
             _attach(specs, carriers)
             ids = self.task.app.job_manager.defer_jobs(specs, connection=connection)
@@ -135,6 +142,7 @@ class JobDeferrer:
         self, *kwargs_list: dict[str, Any], connection: Any = None
     ) -> list[int]:
         specs = self._specs(kwargs_list)
+        connection = self.connection if connection is None else connection
         with telemetry.send_span(self.queue, self.task.name, len(specs)) as carriers:
             _attach(specs, carriers)
             ids = await self.task.app.job_manager.defer_jobs_async(specs, connection=connection)
@@ -195,7 +203,8 @@ class Task(Generic[P, R]):
         return self.func(*args, **kwargs)
 
     def configure(self, **options: Any) -> JobDeferrer:
-        """Per-defer options: schedule_at, schedule_in, priority, queue, lock, queueing_lock."""
+        """Per-defer options: schedule_at, schedule_in, priority, queue, lock, queueing_lock,
+        task_kwargs (arguments every defer starts from), connection (your transaction)."""
         return JobDeferrer(self, **options)
 
     def defer(self, *, connection: Any = None, **kwargs: Any) -> int:
