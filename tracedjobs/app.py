@@ -182,6 +182,12 @@ class App(Blueprint):
         finally:
             self.connector, self.job_manager = saved
 
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def perform_import_paths(self) -> None:
         """Import the modules named in ``import_paths`` (so their tasks are registered)."""
         for path in self.import_paths:

@@ -12,7 +12,6 @@ import datetime
 import functools
 import random
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -20,22 +19,8 @@ import psycopg
 import pytest
 
 import tracedjobs as procrastinate
+from tests.compat.conftest import run, status
 from tracedjobs import exceptions, utils
-
-
-@pytest.fixture
-def app(db_url: str) -> Iterator[procrastinate.App]:
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=db_url))
-    yield app
-    app.close()
-
-
-def run(app: procrastinate.App, **options: Any) -> None:
-    app.run_worker(wait=False, install_signal_handlers=False, **options)
-
-
-def status(app: procrastinate.App, job_id: int) -> str:
-    return str(app.job_manager.get_job_status(job_id))
 
 
 def test_tasks_sync_async_with_and_without_parentheses(app: procrastinate.App) -> None:

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 import tracedjobs as procrastinate
+from tests.compat.conftest import run, status
 from tracedjobs import exceptions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,21 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def lead(part: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=False, reason=f"lead: worker core ({part})")
-
-
-@pytest.fixture
-def app(db_url: str) -> Iterator[procrastinate.App]:
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=db_url))
-    yield app
-    app.close()
-
-
-def run(app: procrastinate.App, **options: Any) -> None:
-    app.run_worker(wait=False, install_signal_handlers=False, **options)
-
-
-def status(app: procrastinate.App, job_id: int) -> str:
-    return str(app.job_manager.get_job_status(job_id))
 
 
 # -- connector (howto/basics/connector, open_connection, custom_json_encoder_decoder) -------
