@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, Unpack, cast, overload
 
 from tracedjobs import periodic as periodic_mod
 from tracedjobs.exceptions import ConfigurationError, TaskAlreadyRegistered, UnboundTaskError
-from tracedjobs.tasks import OnLost, Task
+from tracedjobs.tasks import Task, TaskOptions
 
 if TYPE_CHECKING:
     from tracedjobs.app import App
@@ -74,19 +74,18 @@ class Blueprint:
         func: None = None,
         /,
         *,
-        name: str | None = None,
         aliases: list[str] | None = None,
-        queue: str = "default",
-        priority: int = 0,
-        lock: str | None = None,
-        queueing_lock: str | None = None,
-        retry: Any = False,
-        pass_context: bool = False,
-        timeout: float | None = None,
-        on_lost: OnLost = "retry",
+        **options: Unpack[TaskOptions],
     ) -> Callable[[F], Task[Any, Any]]: ...
 
-    def task(self, func: Any = None, /, *, aliases: list[str] | None = None, **options: Any) -> Any:
+    def task(
+        self,
+        func: Any = None,
+        /,
+        *,
+        aliases: list[str] | None = None,
+        **options: Unpack[TaskOptions],
+    ) -> Any:
         """Register a function (sync or async) as a task: ``@app.task(queue="emails", retry=5)``.
 
         ``aliases`` are more names the task answers to (e.g. its name before a rename:

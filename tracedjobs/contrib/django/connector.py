@@ -8,15 +8,15 @@ from the same ``DATABASES`` entry (Django's connections are per thread and synch
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
-from psycopg.types.json import JsonbLoader, JsonLoader
+from psycopg.types.json import set_json_loads
 
-from tracedjobs.connector import PsycopgConnector, Query
+from tracedjobs.connector import PsycopgConnector
 from tracedjobs.contrib.django import settings
 
 
@@ -34,18 +34,18 @@ def conninfo(alias: str = "default") -> str:
 
 
 class _DjangoConnection:
-    """Django's psycopg connection, with psycopg's JSON loaders on the cursors we open.
+    """Django's psycopg connection, with this connector's JSON codecs on the cursors we open.
 
-    Django loads jsonb as text (its JSONField decodes it); our queries want dicts.
+    Django loads jsonb as text (its JSONField decodes it); our queries want Python values.
     """
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+    def __init__(self, raw: psycopg.Connection[Any], loads: Callable[[str | bytes], Any]) -> None:
         self._raw = raw
+        self._loads = loads
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         cursor = self._raw.cursor(*args, **kwargs)
-        cursor.adapters.register_loader("jsonb", JsonbLoader)
-        cursor.adapters.register_loader("json", JsonLoader)
+        set_json_loads(self._loads, cursor)
         return cursor
 
     def __getattr__(self, name: str) -> Any:
@@ -53,35 +53,30 @@ class _DjangoConnection:
 
 
 class DjangoConnector(PsycopgConnector):
-    """Sync queries on Django's connection ``alias``; async ones on a pool to the same database."""
+    """Sync queries on Django's connection ``alias``; async ones on a pool to the same database.
 
-    def __init__(self, alias: str | None = None, **pool_kwargs: Any) -> None:
+    Other keyword arguments are PsycopgConnector's (``json_dumps``, ``json_loads``, pool
+    options for the async pool and workers).
+    """
+
+    def __init__(self, alias: str | None = None, **options: Any) -> None:
         self.alias = alias or settings.get("DATABASE_ALIAS")
-        super().__init__(conninfo=conninfo(self.alias), **pool_kwargs)
+        self._options = options
+        super().__init__(conninfo=conninfo(self.alias), **options)
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """Django's connection of this thread (inside its transaction, if one is open)."""
+    def connection(self, conn: Any = None) -> Iterator[psycopg.Connection[Any]]:
+        """``conn`` if given, else Django's connection of this thread (inside its
+        transaction, if one is open)."""
+        if conn is not None:
+            yield conn
+            return
         from django.db import connections
 
         wrapper = connections[self.alias]
         wrapper.ensure_connection()
-        yield _DjangoConnection(wrapper.connection)  # type: ignore[misc]
-
-    def execute(
-        self, sql: Query, params: dict[str, Any] | None = None, *, conn: Any = None
-    ) -> list[dict[str, Any]]:
-        if conn is not None:
-            return super().execute(sql, params, conn=conn)
-        with self.connection() as django_conn:
-            return super().execute(sql, params, conn=django_conn)
-
-    def in_transaction(self) -> bool:
-        """True inside Django's ``atomic()`` on this connector's database."""
-        from django.db import connections
-
-        return bool(connections[self.alias].in_atomic_block)
+        yield _DjangoConnection(wrapper.connection, self.json_loads)  # type: ignore[misc]
 
     def get_worker_connector(self) -> PsycopgConnector:
         """A plain pooled connector to the same database, for workers and the CLI."""
-        return PsycopgConnector(conninfo=conninfo(self.alias), **self.pool_kwargs)
+        return PsycopgConnector(conninfo=conninfo(self.alias), **self._options)
