@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack
 
 import anyio
@@ -86,24 +86,20 @@ class App(Blueprint):
 
     # -- connections -------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def open(self, pool: Any = None) -> Iterator[App]:
-        """Open the connector now (optional: it opens on first use); close it on exit.
-        ``pool``: a psycopg ``ConnectionPool`` of yours to use instead (left open)."""
-        self.connector.open(pool)
-        try:
-            yield self
-        finally:
-            self.connector.close()
+    def open(self, pool: Any = None) -> App:
+        """Open the connector now (optional: it opens on first use) and return the App.
 
-    @contextlib.asynccontextmanager
-    async def open_async(self, pool: Any = None) -> AsyncIterator[App]:
-        """The async twin of :meth:`open` (``pool``: an ``AsyncConnectionPool`` of yours)."""
-        await self.connector.open_async(pool)
-        try:
-            yield self
-        finally:
-            await self.connector.close_async()
+        As in Procrastinate: ``app.open()`` … ``app.close()``, or ``with app.open():``
+        (closed on exit). ``pool``: a psycopg ``ConnectionPool`` of yours (left open).
+        """
+        self.connector.open(pool)
+        return self
+
+    def open_async(self, pool: Any = None) -> _OpenAsync:
+        """The async twin of :meth:`open`: ``await app.open_async()`` … ``await
+        app.close_async()``, or ``async with app.open_async():`` (``pool``: an
+        ``AsyncConnectionPool`` of yours)."""
+        return _OpenAsync(self, pool)
 
     def close(self) -> None:
         self.connector.close()
@@ -215,3 +211,23 @@ class App(Blueprint):
         logger.debug(
             "tasks imported", extra={"action": "imported_tasks", "tasks": list(self.tasks)}
         )
+
+
+class _OpenAsync:
+    """What ``app.open_async()`` returns: awaitable, and an async context manager."""
+
+    def __init__(self, app: App, pool: Any) -> None:
+        self._app, self._pool = app, pool
+
+    def __await__(self) -> Generator[Any, None, App]:
+        return self._open().__await__()
+
+    async def _open(self) -> App:
+        await self._app.connector.open_async(self._pool)
+        return self._app
+
+    async def __aenter__(self) -> App:
+        return await self._open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._app.connector.close_async()

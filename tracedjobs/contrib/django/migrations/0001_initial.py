@@ -1,24 +1,15 @@
 """tracedjobs' schema through Django migrations, and the (unmanaged) models' state.
 
 The schema itself comes from tracedjobs' own SQL migrations (``tracedjobs.migrations``),
-applied on Django's connection and recorded in ``tracedjobs_migrations``, so
-``python manage.py migrate`` and ``tracedjobs migrate`` agree on what is applied. Each new
-tracedjobs SQL migration ships with a Django migration calling ``apply_schema`` again.
+applied on Django's connection and recorded in ``tracedjobs_migrations`` (see
+``migrations_utils.apply_schema``).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import migrations, models
 
-
-def apply_schema(apps: Any, schema_editor: Any) -> None:
-    from tracedjobs import migrations as schema
-
-    connection = schema_editor.connection
-    connection.ensure_connection()
-    schema.migrate(connection.connection)
+from tracedjobs.contrib.django.migrations_utils import apply_schema
 
 
 class Migration(migrations.Migration):

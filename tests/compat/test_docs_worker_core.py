@@ -1,9 +1,8 @@
-"""Procrastinate's documented behaviour that waits for the worker-core rewrite (issue 10).
+"""Procrastinate's documented behaviour that came with the worker-core rework (issue 10):
+connector, worker options, cancellation of the worker task, job manager, semantics.
 
-Written from its how-to guides and API reference like test_docs_api.py. Each test is an
-expected failure until its part lands (``strict=False``: an XPASS means it landed; then
-drop the mark). The reason names the part: connector, worker options, cancellation,
-job manager, semantics.
+Written from its how-to guides and API reference like test_docs_api.py; the semantics
+rules are spelled out in the tests at the end (abort then exception; lock ordering).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from typing import Any
 
 import anyio
 import psycopg
-import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 import tracedjobs as procrastinate
@@ -31,14 +29,9 @@ from tracedjobs import exceptions
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def lead(part: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=False, reason=f"lead: worker core ({part})")
-
-
 # -- connector (howto/basics/connector, open_connection, custom_json_encoder_decoder) -------
 
 
-@lead("connector open/close")
 def test_explicit_open_and_close(app: procrastinate.App) -> None:
     @app.task
     def t() -> None: ...
@@ -58,7 +51,6 @@ def test_explicit_open_and_close(app: procrastinate.App) -> None:
     assert len(app.job_manager.list_jobs()) == 2
 
 
-@lead("connector json_dumps/json_loads")
 def test_custom_json_encoder_and_decoder(db_url: str) -> None:
     def encode(obj: Any) -> Any:
         if isinstance(obj, datetime.datetime):
@@ -92,7 +84,6 @@ def test_custom_json_encoder_and_decoder(db_url: str) -> None:
     assert received == [moment]
 
 
-@lead("connector libpq defaults")
 def test_psycopg_connector_without_conninfo_uses_libpq_environment(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -121,7 +112,6 @@ def test_psycopg_connector_without_conninfo_uses_libpq_environment(
     assert not (tmp_path / "home" / "pgdata").exists()  # the embedded server never started
 
 
-@lead("connector kwargs")
 def test_psycopg_connector_kwargs(db_url: str, tmp_path: Path) -> None:
     code = (
         "import sys\n"
@@ -146,7 +136,6 @@ def test_psycopg_connector_kwargs(db_url: str, tmp_path: Path) -> None:
 # -- worker options (App.run_worker_async reference, howto/production/*) ---------------------
 
 
-@lead("worker options")
 def test_procrastinate_worker_options_are_accepted(app: procrastinate.App) -> None:
     seen: list[Any] = []
 
@@ -169,7 +158,6 @@ def test_procrastinate_worker_options_are_accepted(app: procrastinate.App) -> No
     assert seen == ["session"]
 
 
-@lead("worker options: delete_jobs")
 def test_delete_jobs_on_completion(app: procrastinate.App) -> None:
     @app.task
     def ok() -> None: ...
@@ -186,7 +174,6 @@ def test_delete_jobs_on_completion(app: procrastinate.App) -> None:
     assert [j.id for j in app.job_manager.list_jobs()] == [ids[1] - 2]
 
 
-@lead("JobContext.worker_queues")
 def test_context_worker_queues(app: procrastinate.App) -> None:
     queues: list[Any] = []
 
@@ -202,7 +189,6 @@ def test_context_worker_queues(app: procrastinate.App) -> None:
 # -- cancellation of the worker task (howto/advanced/shutdown) ------------------------------
 
 
-@lead("worker cancellation")
 def test_cancelling_the_worker_task_aborts_its_jobs_after_the_graceful_timeout(
     app: procrastinate.App,
 ) -> None:
@@ -233,7 +219,6 @@ def test_cancelling_the_worker_task_aborts_its_jobs_after_the_graceful_timeout(
     assert status(app, job_id) == "aborted"
 
 
-@lead("worker cancellation")
 def test_wait_for_timeout_aborts_a_cooperative_sync_job(app: procrastinate.App) -> None:
     @app.task(pass_context=True)
     def polite(context: procrastinate.JobContext) -> None:
@@ -262,7 +247,6 @@ def test_wait_for_timeout_aborts_a_cooperative_sync_job(app: procrastinate.App) 
 # -- job manager (howto/advanced/cancellation, external_connection, reference) --------------
 
 
-@lead("job manager: cancel")
 def test_cancel_with_delete_job_and_unknown_ids(app: procrastinate.App, db_url: str) -> None:
     @app.task
     def t() -> None: ...
@@ -283,7 +267,6 @@ def test_cancel_with_delete_job_and_unknown_ids(app: procrastinate.App, db_url: 
     assert status(app, other) == "todo"
 
 
-@lead("job manager: listing API")
 def test_listing_api(app: procrastinate.App) -> None:
     @app.task(queue="q1", lock="L")
     def a() -> None: ...
@@ -319,7 +302,6 @@ def test_listing_api(app: procrastinate.App) -> None:
 # -- semantics (see ../_notes/compat-semantics.md) ------------------------------------------
 
 
-@lead("semantics: abort then exception")
 def test_a_job_asked_to_abort_that_raises_ends_failed_and_is_not_retried(
     app: procrastinate.App,
 ) -> None:
@@ -349,7 +331,6 @@ async def run_async(app: procrastinate.App) -> None:
     await app.run_worker_async(wait=False, install_signal_handlers=False)
 
 
-@lead("semantics: lock ordering by priority")
 def test_jobs_sharing_a_lock_run_by_priority_then_defer_order(app: procrastinate.App) -> None:
     order: list[str] = []
 
@@ -368,7 +349,6 @@ def test_jobs_sharing_a_lock_run_by_priority_then_defer_order(app: procrastinate
     ]
 
 
-@lead("semantics: lock ordering by priority")
 def test_a_waiting_higher_priority_job_of_a_lock_blocks_lower_ones(
     app: procrastinate.App,
 ) -> None:
@@ -382,3 +362,42 @@ def test_a_waiting_higher_priority_job_of_a_lock_blocks_lower_ones(
     t.configure(priority=5, schedule_in={"hours": 1}).defer(label="high, later")
     run(app)
     assert status(app, low) == "todo"
+
+
+def test_log_records_carry_the_action_extra(app: procrastinate.App) -> None:
+    """howto/production/logging: every record has an ``action`` users filter on."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    @app.task
+    def ok() -> None: ...
+
+    @app.task
+    def ko() -> None:
+        raise ValueError("no")
+
+    handler = Keep(level=logging.DEBUG)
+    logger = logging.getLogger("tracedjobs")
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        ok.defer()
+        ko.defer()
+        run(app, name="logged")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+    actions = [getattr(r, "action", None) for r in records]
+    for expected in ("start_worker", "start_job", "job_success", "job_error", "stop_worker"):
+        assert expected in actions, actions
+    (success,) = [r for r in records if getattr(r, "action", None) == "job_success"]
+    assert success.job["task_name"] == ok.name  # type: ignore[attr-defined]
+    assert success.worker["name"] == "logged"  # type: ignore[attr-defined]
+    (error,) = [r for r in records if getattr(r, "action", None) == "job_error"]
+    assert error.levelno == logging.ERROR
