@@ -3,7 +3,8 @@
 Each test follows one of its how-to guides (named in the docstring) as a user would write
 it, with ``import tracedjobs as procrastinate``. Real PostgreSQL; jobs run by the real
 worker (``app.run_worker(wait=False)`` runs the same Worker as ``tracedjobs worker``).
-Calls that wait for the worker-core rewrite are in test_pending_lead.py.
+The worker-core parts (connector, worker options, job manager, semantics) are in
+test_docs_worker_core.py.
 """
 
 from __future__ import annotations
