@@ -9,8 +9,9 @@ worker that production runs. The server is ``server_url=``, else
 
 Cost (``bench/testing_connector.py``, local PostgreSQL on the 2-core dev machine): the
 first connector of a process clones the template (~80 ms); each later one empties the
-tables and opens its pool (~10 ms); with two defers and ``run_worker(wait=False)`` a test
-costs ~35-40 ms (Procrastinate's in-Python connector: ~3 ms).
+tables and opens its pool (~10 ms); with two defers and ``run_worker(wait=False)`` (a real
+worker starting and stopping, ~40 ms) a test costs ~65 ms (Procrastinate's in-Python
+connector: ~3 ms).
 """
 
 from __future__ import annotations
