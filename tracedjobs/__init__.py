@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from tracedjobs import exceptions, utils
 from tracedjobs.app import App
+from tracedjobs.blueprints import Blueprint
 from tracedjobs.connector import PsycopgConnector
 from tracedjobs.context import JobContext
 from tracedjobs.exceptions import (
     AlreadyEnqueued,
     DeferJob,
     JobAborted,
+    TaskAlreadyRegistered,
     TaskNotFound,
+    UnboundTaskError,
 )
 from tracedjobs.jobs import Attempt, Event, Job, Outcome, Status
 from tracedjobs.retry import BaseRetryStrategy, RetryDecision, RetryStrategy
 from tracedjobs.tasks import Task
+
+# Procrastinate's synchronous connector: ours serves sync and async callers alike.
+SyncPsycopgConnector = PsycopgConnector
 
 __all__ = [
     "AlreadyEnqueued",
     "App",
     "Attempt",
     "BaseRetryStrategy",
+    "Blueprint",
     "DeferJob",
     "Event",
     "Job",
@@ -31,8 +38,11 @@ __all__ = [
     "RetryDecision",
     "RetryStrategy",
     "Status",
+    "SyncPsycopgConnector",
     "Task",
+    "TaskAlreadyRegistered",
     "TaskNotFound",
+    "UnboundTaskError",
     "exceptions",
     "utils",
 ]

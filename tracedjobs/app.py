@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
+from collections.abc import Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack
 
 import anyio
 
 from tracedjobs import periodic as periodic_mod
+from tracedjobs.blueprints import Blueprint
 from tracedjobs.connector import PsycopgConnector
 from tracedjobs.exceptions import ConfigurationError, TaskNotFound
 from tracedjobs.manager import JobManager
-from tracedjobs.tasks import JobDeferrer, Task, TaskOptions
+from tracedjobs.tasks import JobDeferrer, Task
 
 if TYPE_CHECKING:
     from tracedjobs.worker import WorkerOptions
@@ -24,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 TraceParent = Literal["link", "parent"]
 
 
-class App:
+class App(Blueprint):
     """A tracedjobs application: where the database is and which tasks exist.
 
     ``App()`` uses ``$TRACEDJOBS_DATABASE_URL``, else an embedded PostgreSQL.
@@ -42,6 +44,7 @@ class App:
         trace_parent: TraceParent = "link",
         record_args: bool = False,
         import_paths: list[str] | None = None,
+        worker_defaults: dict[str, Any] | None = None,
     ) -> None:
         if database_url is not None and connector is not None:
             raise ConfigurationError("give database_url or connector, not both")
@@ -55,53 +58,18 @@ class App:
         self.trace_parent: TraceParent = trace_parent
         self.record_args = record_args
         self.import_paths = list(import_paths or [])
+        # Options every run_worker call starts from (Procrastinate's worker_defaults).
+        self.worker_defaults: dict[str, Any] = dict(worker_defaults or {})
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.periodic_registry = periodic_mod.PeriodicRegistry()
         self.job_manager = JobManager(self.connector)
         self._schema_checked = False
 
     # -- tasks -------------------------------------------------------------------------
+    # task(), periodic(), add_task_alias() and add_tasks_from() come from Blueprint.
 
-    @overload
-    def task(self, func: F, /) -> Task[Any, Any]: ...
-
-    @overload
-    def task(
-        self, func: None = None, /, **options: Unpack[TaskOptions]
-    ) -> Callable[[F], Task[Any, Any]]: ...
-
-    def task(self, func: Any = None, /, **options: Unpack[TaskOptions]) -> Any:
-        """Register a function (sync or async) as a task: ``@app.task(queue="emails", retry=5)``."""
-
-        def register(f: Callable[..., Any]) -> Task[Any, Any]:
-            task: Task[Any, Any] = Task(f, app=self, **options)
-            existing = self.tasks.get(task.name)
-            if existing is not None and existing.func is not f:
-                raise ConfigurationError(f"a task named {task.name!r} is already registered")
-            self.tasks[task.name] = task
-            return task
-
-        return register(func) if func is not None else register
-
-    def periodic(
-        self, *, cron: str, periodic_id: str = "", **kwargs: Any
-    ) -> Callable[[Task[Any, Any]], Task[Any, Any]]:
-        """Defer the task on a cron schedule (5 fields, or 6 with seconds last)."""
-        schedule = periodic_mod.parse_cron(cron)
-
-        def register(task: Task[Any, Any]) -> Task[Any, Any]:
-            if not isinstance(task, Task):
-                raise ConfigurationError(
-                    "@app.periodic must be stacked above @app.task (it takes a Task)"
-                )
-            self.periodic_registry.add(
-                periodic_mod.PeriodicTask(
-                    task=task, cron=cron, schedule=schedule, periodic_id=periodic_id, kwargs=kwargs
-                )
-            )
-            return task
-
-        return register
+    def _task_owner(self) -> App:
+        return self
 
     def get_task(self, name: str) -> Task[Any, Any]:
         try:
@@ -118,24 +86,20 @@ class App:
 
     # -- connections -------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def open(self, pool: Any = None) -> Iterator[App]:
-        """Open the connector now (optional: it opens on first use); close it on exit.
-        ``pool``: a psycopg ``ConnectionPool`` of yours to use instead (left open)."""
-        self.connector.open(pool)
-        try:
-            yield self
-        finally:
-            self.connector.close()
+    def open(self, pool: Any = None) -> App:
+        """Open the connector now (optional: it opens on first use) and return the App.
 
-    @contextlib.asynccontextmanager
-    async def open_async(self, pool: Any = None) -> AsyncIterator[App]:
-        """The async twin of :meth:`open` (``pool``: an ``AsyncConnectionPool`` of yours)."""
-        await self.connector.open_async(pool)
-        try:
-            yield self
-        finally:
-            await self.connector.close_async()
+        As in Procrastinate: ``app.open()`` … ``app.close()``, or ``with app.open():``
+        (closed on exit). ``pool``: a psycopg ``ConnectionPool`` of yours (left open).
+        """
+        self.connector.open(pool)
+        return self
+
+    def open_async(self, pool: Any = None) -> _OpenAsync:
+        """The async twin of :meth:`open`: ``await app.open_async()`` … ``await
+        app.close_async()``, or ``async with app.open_async():`` (``pool``: an
+        ``AsyncConnectionPool`` of yours)."""
+        return _OpenAsync(self, pool)
 
     def close(self) -> None:
         self.connector.close()
@@ -166,14 +130,15 @@ class App:
         """
         from tracedjobs.worker import Worker
 
-        worker = Worker(self, **options)
+        self.perform_import_paths()
+        worker = Worker(self, **self._worker_options(options))
         await anyio.to_thread.run_sync(self.check_schema)
         await worker.run()
 
     def run_worker(self, **options: Unpack[WorkerOptions]) -> None:
         from tracedjobs.worker import Worker
 
-        Worker(self, **options)  # refuse bad options before starting an event loop
+        Worker(self, **self._worker_options(options))  # refuse bad options before a loop starts
 
         async def main() -> None:
             try:
@@ -183,3 +148,86 @@ class App:
                 await self.connector.close_async()
 
         anyio.run(main)
+
+    # -- another connector, import paths (Procrastinate's App API) ----------------------
+
+    @classmethod
+    def from_path(cls, dotted_path: str) -> App:
+        """The App at ``"package.module.app"`` (or ``"package.module:app"``)."""
+        from tracedjobs.utils import import_object
+
+        app = import_object(dotted_path)
+        if not isinstance(app, cls):
+            raise ConfigurationError(f"{dotted_path!r} is a {type(app).__name__}, not an App")
+        return app
+
+    def with_connector(self, connector: PsycopgConnector) -> App:
+        """Another App on ``connector`` sharing this one's tasks and periodic schedules.
+
+        As in Procrastinate, tasks still defer through the App they were declared on;
+        prefer ``replace_connector``.
+        """
+        app = App(
+            connector=connector,
+            trace_parent=self.trace_parent,
+            record_args=self.record_args,
+            import_paths=self.import_paths,
+            worker_defaults=self.worker_defaults,
+        )
+        app.tasks = self.tasks
+        app.periodic_registry = self.periodic_registry
+        return app
+
+    @contextlib.contextmanager
+    def replace_connector(self, connector: PsycopgConnector) -> Iterator[App]:
+        """Use ``connector`` (e.g. ``tracedjobs.testing.InMemoryConnector()``) inside the block."""
+        saved = self.connector, self.job_manager
+        self.connector, self.job_manager = connector, JobManager(connector)
+        try:
+            yield self
+        finally:
+            self.connector, self.job_manager = saved
+
+    def _worker_options(self, options: WorkerOptions) -> WorkerOptions:
+        """``worker_defaults`` overridden by this call's options."""
+        merged: WorkerOptions = {**self.worker_defaults, **options}  # type: ignore[typeddict-item]
+        return merged
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def perform_import_paths(self) -> None:
+        """Import the modules named in ``import_paths`` (so their tasks are registered)."""
+        for path in self.import_paths:
+            try:
+                importlib.import_module(path)
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"cannot import {path!r} from the App's import_paths: {exc}"
+                ) from exc
+        logger.debug(
+            "tasks imported", extra={"action": "imported_tasks", "tasks": list(self.tasks)}
+        )
+
+
+class _OpenAsync:
+    """What ``app.open_async()`` returns: awaitable, and an async context manager."""
+
+    def __init__(self, app: App, pool: Any) -> None:
+        self._app, self._pool = app, pool
+
+    def __await__(self) -> Generator[Any, None, App]:
+        return self._open().__await__()
+
+    async def _open(self) -> App:
+        await self._app.connector.open_async(self._pool)
+        return self._app
+
+    async def __aenter__(self) -> App:
+        return await self._open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._app.connector.close_async()

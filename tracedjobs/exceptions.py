@@ -11,6 +11,14 @@ class ConfigurationError(TracedJobsError):
     """The app, the database URL or a task is set up wrongly."""
 
 
+class TaskAlreadyRegistered(ConfigurationError):
+    """A task name or alias is already taken in this App or Blueprint."""
+
+
+class UnboundTaskError(ConfigurationError):
+    """A Blueprint's task was deferred before the blueprint was added to an App."""
+
+
 class DatabaseError(TracedJobsError):
     """The database cannot be reached or refused a query."""
 

@@ -125,6 +125,21 @@ class Job:
         return self.queue_name
 
     @property
+    def task_kwargs(self) -> dict[str, Any]:
+        """The task's arguments (Procrastinate's name for ``args``)."""
+        return self.args
+
+    @property
+    def abort_requested(self) -> bool:
+        return self.status == Status.ABORTING
+
+    @property
+    def call_string(self) -> str:
+        """``task_name[id](a=1, b='x')``, as Procrastinate logs a job."""
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in (self.args or {}).items())
+        return f"{self.task_name}[{self.id}]({kwargs})"
+
+    @property
     def attempt_number(self) -> int:
         """The 1-based number of the current (or next) run, lost ones included."""
         return self.attempts + self.lost_attempts + 1

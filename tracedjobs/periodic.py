@@ -41,6 +41,8 @@ class PeriodicTask:
     schedule: str
     periodic_id: str = ""
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Task.configure options for every tick (queue, priority, lock, queueing_lock).
+    configure: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def ticks_between(self, start: float, end: float) -> list[int]:
         """Tick timestamps t with start < t <= end (epoch seconds)."""
@@ -77,14 +79,21 @@ class PeriodicRegistry:
 def tick_params(periodic: PeriodicTask, tick: int) -> dict[str, Any]:
     task = periodic.task
     args = {**periodic.kwargs, "timestamp": tick}
+    options = {
+        "queue": task.queue,
+        "priority": task.priority,
+        "lock": task.lock,
+        "queueing_lock": task.queueing_lock,
+        **periodic.configure,
+    }
     return {
         "task_name": task.name,
         "periodic_id": periodic.periodic_id,
         "tick": tick,
-        "queue_name": task.queue,
-        "priority": task.priority,
-        "lock": task.lock,
-        "queueing_lock": task.queueing_lock,
+        "queue_name": options["queue"],
+        "priority": options["priority"],
+        "lock": options["lock"],
+        "queueing_lock": options["queueing_lock"],
         "args": json.dumps(args),
         "traceparent": None,
         "tracestate": None,

@@ -45,6 +45,9 @@ class DeferOptions(TypedDict, total=False):
     queueing_lock: str | None
     schedule_at: datetime.datetime | None
     schedule_in: dict[str, float] | None
+    # Procrastinate's: arguments every defer starts from, and the caller's connection.
+    task_kwargs: dict[str, Any] | None
+    connection: Any
 
 
 def dump_args(
@@ -117,8 +120,14 @@ class JobDeferrer:
         queueing_lock: str | None = None,
         schedule_at: datetime.datetime | None = None,
         schedule_in: dict[str, float] | None = None,
+        task_kwargs: dict[str, Any] | None = None,
+        connection: Any = None,
     ) -> None:
         self.task = task
+        # Procrastinate's configure(task_kwargs=..., connection=...): arguments every defer
+        # starts from, and the caller's connection (transaction) every defer uses.
+        self.task_kwargs = dict(task_kwargs or {})
+        self.connection = connection
         self.queue = queue or task.queue
         self.priority = task.priority if priority is None else priority
         self.lock = task.lock if lock is None else lock
@@ -139,7 +148,7 @@ class JobDeferrer:
     def _specs(self, kwargs_list: tuple[dict[str, Any], ...]) -> list[JobSpec]:
         if not kwargs_list:
             raise ValueError("batch_defer needs at least one set of arguments")
-        return [self._spec(kwargs) for kwargs in kwargs_list]
+        return [self._spec({**self.task_kwargs, **kwargs}) for kwargs in kwargs_list]
 
     def defer(self, *, connection: Any = None, **kwargs: Any) -> int:
         """Insert one job; returns its id. With ``connection=``, inside that transaction."""
@@ -151,6 +160,7 @@ class JobDeferrer:
     def batch_defer(self, *kwargs_list: dict[str, Any], connection: Any = None) -> list[int]:
         """Insert several jobs in one round trip; returns their ids in order."""
         specs = self._specs(kwargs_list)
+        connection = self.connection if connection is None else connection
         with telemetry.send_span(self.queue, self.task.name, len(specs)) as carriers:
             _attach(specs, carriers)
             ids = self.task.app.job_manager.defer_jobs(specs, connection=connection)
@@ -162,6 +172,7 @@ class JobDeferrer:
         self, *kwargs_list: dict[str, Any], connection: Any = None
     ) -> list[int]:
         specs = self._specs(kwargs_list)
+        connection = self.connection if connection is None else connection
         with telemetry.send_span(self.queue, self.task.name, len(specs)) as carriers:
             _attach(specs, carriers)
             ids = await self.task.app.job_manager.defer_jobs_async(specs, connection=connection)
@@ -200,6 +211,8 @@ class Task(Generic[P, R]):
         self.func = func
         self.app = app
         self.name = name or f"{func.__module__}.{func.__qualname__}"
+        # More names the task answers to (set by Blueprint.task / add_task_alias).
+        self.aliases: list[str] = []
         self.queue = queue
         self.priority = priority
         self.lock = lock
@@ -220,7 +233,8 @@ class Task(Generic[P, R]):
         return self.func(*args, **kwargs)
 
     def configure(self, **options: Unpack[DeferOptions]) -> JobDeferrer:
-        """Per-defer options: schedule_at, schedule_in, priority, queue, lock, queueing_lock."""
+        """Per-defer options: schedule_at, schedule_in, priority, queue, lock, queueing_lock,
+        task_kwargs (arguments every defer starts from), connection (your transaction)."""
         return JobDeferrer(self, **options)
 
     def defer(self, *, connection: Any = None, **kwargs: Any) -> int:

@@ -593,3 +593,31 @@ WITH job AS (
     RETURNING id
 )
 INSERT INTO tracedjobs_events (job_id, type) SELECT id, 'cancelled' FROM job RETURNING job_id;
+
+-- Queries of tracedjobs.testing (the InMemoryConnector's views of its throwaway database).
+
+-- name: testing_jobs
+-- Every job (or one, with %(id)s) as Procrastinate's InMemoryConnector.jobs rows show it.
+SELECT id, queue_name, task_name, priority, lock, queueing_lock, args, status, scheduled_at,
+       attempts, status = 'aborting' AS abort_requested, worker_id, created_at, updated_at
+  FROM tracedjobs_jobs
+ WHERE %(id)s::bigint IS NULL OR id = %(id)s::bigint
+ ORDER BY id;
+
+-- name: testing_job_ids
+SELECT id FROM tracedjobs_jobs ORDER BY id;
+
+-- name: testing_events
+SELECT job_id, type, at FROM tracedjobs_events ORDER BY id;
+
+-- name: testing_reset
+-- Empty every table and restart the ids at 1. DELETE, not TRUNCATE: on a few rows it is
+-- ~100x faster (TRUNCATE replaces files and takes exclusive locks).
+DELETE FROM tracedjobs_events;
+DELETE FROM tracedjobs_attempts;
+DELETE FROM tracedjobs_jobs;
+DELETE FROM tracedjobs_workers;
+DELETE FROM tracedjobs_periodic_ticks;
+SELECT setval(pg_get_serial_sequence('tracedjobs_jobs', 'id'), 1, false),
+       setval(pg_get_serial_sequence('tracedjobs_events', 'id'), 1, false),
+       setval(pg_get_serial_sequence('tracedjobs_attempts', 'id'), 1, false);
