@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import otel_floor  # noqa: E402
 from opentelemetry import metrics, trace  # noqa: E402
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics._internal.exemplar import TraceBasedExemplarFilter  # noqa: E402
@@ -37,7 +38,6 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.trace import Link, SpanKind  # noqa: E402
 
-import otel_floor  # noqa: E402
 from tracedjobs import otel_export, telemetry  # noqa: E402
 from tracedjobs.jobs import Job  # noqa: E402
 
