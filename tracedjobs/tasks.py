@@ -161,10 +161,10 @@ class JobDeferrer:
         """Insert several jobs in one round trip; returns their ids in order."""
         specs = self._specs(kwargs_list)
         connection = self.connection if connection is None else connection
-        with telemetry.send_span(self.queue, self.task.name, len(specs)) as carriers:
-            _attach(specs, carriers)
+        with telemetry.send_span(self.queue, self.task.name, len(specs)) as send:
+            _attach(specs, send.carrier)
             ids = self.task.app.job_manager.defer_jobs(specs, connection=connection)
-            telemetry.set_job_ids(ids)
+            send.set_job_ids(ids)
         telemetry.record_sent(self.queue, self.task.name, len(ids))
         return ids
 
@@ -173,16 +173,16 @@ class JobDeferrer:
     ) -> list[int]:
         specs = self._specs(kwargs_list)
         connection = self.connection if connection is None else connection
-        with telemetry.send_span(self.queue, self.task.name, len(specs)) as carriers:
-            _attach(specs, carriers)
+        with telemetry.send_span(self.queue, self.task.name, len(specs)) as send:
+            _attach(specs, send.carrier)
             ids = await self.task.app.job_manager.defer_jobs_async(specs, connection=connection)
-            telemetry.set_job_ids(ids)
+            send.set_job_ids(ids)
         telemetry.record_sent(self.queue, self.task.name, len(ids))
         return ids
 
 
-def _attach(specs: list[JobSpec], carriers: list[telemetry.TraceCarrier]) -> None:
-    for spec, carrier in zip(specs, carriers, strict=True):
+def _attach(specs: list[JobSpec], carrier: telemetry.TraceCarrier) -> None:
+    for spec in specs:
         spec.traceparent, spec.tracestate = carrier.traceparent, carrier.tracestate
 
 

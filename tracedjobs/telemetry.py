@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
@@ -53,14 +52,61 @@ DURATION_BUCKETS: Sequence[float] = (
     30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400,
 )  # fmt: skip
 
-_tracer = trace.get_tracer(INSTRUMENTATION_NAME)
 _meter = metrics.get_meter(INSTRUMENTATION_NAME)
 
-sent_messages = _meter.create_counter(
-    "messaging.client.sent.messages", unit="{message}", description="Jobs deferred."
+
+def _tracer() -> trace.Tracer | None:
+    """The SDK's tracer, or None while no SDK is installed (then spans are skipped
+    altogether: the API's no-op path still costs microseconds per call)."""
+    global _provider, _provider_tracer
+    provider = trace.get_tracer_provider()
+    if provider is not _provider:
+        _provider = provider
+        no_sdk = isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+        _provider_tracer = None if no_sdk else provider.get_tracer(INSTRUMENTATION_NAME)
+    return _provider_tracer
+
+
+_provider: trace.TracerProvider | None = None
+_provider_tracer: trace.Tracer | None = None
+
+
+class _Tally:
+    """Counts kept in this process and reported by an observable counter at collection.
+
+    One dict update per event instead of a trip through the SDK's measurement pipeline
+    (the §7 counters are still monotonic sums, with the same names and attributes). Safe
+    from any thread: a defer may come from many."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._keys = keys
+        self._counts: dict[tuple[Any, ...], int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, values: tuple[Any, ...], n: int = 1) -> None:
+        with self._lock:
+            self._counts[values] = self._counts.get(values, 0) + n
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = list(self._counts.items())
+        return [
+            Observation(n, {k: v for k, v in zip(self._keys, values, strict=True) if v is not None})
+            for values, n in items
+        ]
+
+
+_sent = _Tally((MESSAGING_SYSTEM, DESTINATION, TASK))
+_consumed = _Tally((MESSAGING_SYSTEM, DESTINATION, TASK, OUTCOME, ERROR_TYPE))
+sent_messages = _meter.create_observable_counter(
+    "messaging.client.sent.messages",
+    callbacks=[_sent.observe],
+    unit="{message}",
+    description="Jobs deferred.",
 )
-consumed_messages = _meter.create_counter(
+consumed_messages = _meter.create_observable_counter(
     "messaging.client.consumed.messages",
+    callbacks=[_consumed.observe],
     unit="{message}",
     description="Attempts finished, by outcome.",
 )
@@ -82,6 +128,13 @@ def _metric_attributes(queue: str, task_name: str) -> dict[str, Any]:
     return {MESSAGING_SYSTEM: SYSTEM, DESTINATION: queue, TASK: task_name}
 
 
+def _traceparent(span_context: trace.SpanContext) -> str:
+    return (
+        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
+        f"{int(span_context.trace_flags):02x}"
+    )
+
+
 # -- producer side -----------------------------------------------------------------------
 
 
@@ -91,54 +144,61 @@ class TraceCarrier:
     tracestate: str | None = None
 
 
-@contextlib.contextmanager
-def send_span(queue: str, task_name: str, count: int) -> Iterator[list[TraceCarrier]]:
-    """PRODUCER span ``send {queue}`` around a defer; yields one trace carrier per job.
+class SendSpan:
+    """The PRODUCER span ``send {queue}`` of one defer (or one batch), current while open.
 
-    A single job stores the send span's own context. A batch follows the messaging
-    conventions for batches: one ``create {queue}`` span per job (child of the send span),
-    each job storing its own creation context.
+    Every job of a batch stores this span's context: one span per batch, as the messaging
+    conventions allow, instead of a ``create`` span per job (which cost more than the
+    insert itself).
     """
-    attributes: dict[str, Any] = {
-        MESSAGING_SYSTEM: SYSTEM,
-        OPERATION_TYPE: "send",
-        OPERATION_NAME: "send",
-        DESTINATION: queue,
-        TASK: task_name,
-    }
-    if count > 1:
-        attributes[BATCH_COUNT] = count
-    with _tracer.start_as_current_span(
-        f"send {queue}", kind=SpanKind.PRODUCER, attributes=attributes
-    ) as span:
-        if not span.get_span_context().is_valid:
-            yield [TraceCarrier() for _ in range(count)]
+
+    __slots__ = ("_token", "carrier", "span")
+
+    def __init__(self, queue: str, task_name: str, count: int) -> None:
+        self.carrier = TraceCarrier()
+        self.span: trace.Span | None = None
+        tracer = _tracer()
+        if tracer is None:
             return
-        if count == 1:
-            yield [_current_carrier()]
+        attributes: dict[str, Any] = {
+            MESSAGING_SYSTEM: SYSTEM,
+            OPERATION_TYPE: "send",
+            OPERATION_NAME: "send",
+            DESTINATION: queue,
+            TASK: task_name,
+        }
+        if count > 1:
+            attributes[BATCH_COUNT] = count
+        self.span = tracer.start_span(
+            f"send {queue}", kind=SpanKind.PRODUCER, attributes=attributes
+        )
+        span_context = self.span.get_span_context()
+        if span_context.is_valid:
+            state = span_context.trace_state.to_header() if span_context.trace_state else None
+            self.carrier = TraceCarrier(_traceparent(span_context), state or None)
+
+    def __enter__(self) -> SendSpan:
+        if self.span is not None:
+            self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self.span is None:
             return
-        carriers = []
-        for _ in range(count):
-            with _tracer.start_as_current_span(
-                f"create {queue}",
-                kind=SpanKind.PRODUCER,
-                attributes={**attributes, OPERATION_TYPE: "create", OPERATION_NAME: "create"},
-            ):
-                carriers.append(_current_carrier())
-        yield carriers
+        otel_context.detach(self._token)
+        if exc is not None and self.span.is_recording():
+            self.span.set_attribute(ERROR_TYPE, error_type_of(exc))
+            self.span.set_status(Status(StatusCode.ERROR, _safe_str(exc)[:200]))
+        self.span.end()
+
+    def set_job_ids(self, job_ids: Sequence[int]) -> None:
+        """Put the message id on a single job's send span once the database gave it."""
+        if self.span is not None and len(job_ids) == 1 and self.span.is_recording():
+            self.span.set_attribute(MESSAGE_ID, str(job_ids[0]))
 
 
-def _current_carrier() -> TraceCarrier:
-    headers: dict[str, str] = {}
-    inject(headers)
-    return TraceCarrier(headers.get("traceparent"), headers.get("tracestate"))
-
-
-def set_job_ids(job_ids: Sequence[int]) -> None:
-    """Put the message id on the current send span once the database gave it."""
-    span = trace.get_current_span()
-    if len(job_ids) == 1 and span.is_recording():
-        span.set_attribute(MESSAGE_ID, str(job_ids[0]))
+def send_span(queue: str, task_name: str, count: int) -> SendSpan:
+    return SendSpan(queue, task_name, count)
 
 
 def record_sent(queue: str, task_name: str, count: int) -> None:
@@ -149,7 +209,7 @@ def record_sent(queue: str, task_name: str, count: int) -> None:
     telemetry has neither. The messaging conventions count *attempts* to send, so a defer
     whose transaction rolls back is counted too (and is never consumed).
     """
-    sent_messages.add(count, _metric_attributes(queue, task_name))
+    _sent.add((SYSTEM, queue, task_name), count)
 
 
 # -- consumer side -----------------------------------------------------------------------
@@ -159,14 +219,25 @@ _warned_bad_context = False
 
 
 def _producer_context(job: Job) -> trace.SpanContext | None:
+    """The stored W3C context of the job's producer span (parsed here: the propagator's
+    general path costs several times more), or None if missing or malformed."""
     global _warned_bad_context
     if not job.traceparent:
         return None
-    carrier = {"traceparent": job.traceparent}
-    if job.tracestate:
-        carrier["tracestate"] = job.tracestate
-    span_context = trace.get_current_span(extract(carrier)).get_span_context()
-    if not span_context.is_valid:
+    try:
+        version, trace_id, span_id, flags = job.traceparent.split("-")
+        if version != "00" or len(trace_id) != 32 or len(span_id) != 16 or len(flags) != 2:
+            raise ValueError(job.traceparent)
+        span_context = trace.SpanContext(
+            int(trace_id, 16),
+            int(span_id, 16),
+            is_remote=True,
+            trace_flags=trace.TraceFlags(int(flags, 16)),
+            trace_state=trace.TraceState.from_header([job.tracestate]) if job.tracestate else None,
+        )
+        if not span_context.is_valid:
+            raise ValueError(job.traceparent)
+    except ValueError:
         if not _warned_bad_context:
             _warned_bad_context = True
             logger.warning(
@@ -178,61 +249,71 @@ def _producer_context(job: Job) -> trace.SpanContext | None:
     return span_context
 
 
-@dataclass
 class AttemptSpan:
-    """Handle on the consumer span of one attempt."""
+    """The consumer span of one attempt: current while its ``with`` block runs (so that
+    spans the task opens are its children and histogram exemplars point at it), ended
+    when the block ends."""
 
-    span: trace.Span
-    attributes: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("_token", "span", "span_id", "trace_id")
 
-    @property
-    def trace_id(self) -> str | None:
-        ctx = self.span.get_span_context()
-        return format(ctx.trace_id, "032x") if ctx.is_valid else None
+    def __init__(self, span: trace.Span | None) -> None:
+        self.span = span
+        ctx = span.get_span_context() if span is not None else None
+        valid = ctx is not None and ctx.is_valid
+        self.trace_id = format(ctx.trace_id, "032x") if valid and ctx else None
+        self.span_id = format(ctx.span_id, "016x") if valid and ctx else None
 
-    @property
-    def span_id(self) -> str | None:
-        ctx = self.span.get_span_context()
-        return format(ctx.span_id, "016x") if ctx.is_valid else None
+    def __enter__(self) -> AttemptSpan:
+        if self.span is not None:
+            self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.span is not None:
+            otel_context.detach(self._token)
+            self.span.end()
 
     def finish_discarded(self) -> None:
         """The attempt's result arrived after a rescue recorded it lost: say so on the span."""
-        if self.span.is_recording():
+        if self.span is not None and self.span.is_recording():
             self.span.set_attribute(OUTCOME, "lost")
             self.span.set_attribute("tracedjobs.job.late_result_discarded", True)
 
     def finish(
         self, outcome: str, exception: BaseException | None = None, error_type: str | None = None
     ) -> None:
-        if not self.span.is_recording():
+        span = self.span
+        if span is None or not span.is_recording():
             return
-        self.span.set_attribute(OUTCOME, outcome)
+        span.set_attribute(OUTCOME, outcome)
         if exception is not None:
             try:
-                self.span.record_exception(exception)
+                span.record_exception(exception)
             except Exception:  # its __str__ raised: record what can be said safely
-                self.span.add_event(
+                span.add_event(
                     "exception",
                     {"exception.type": error_type_of(exception), "exception.message": ""},
                 )
         if error_type is not None:
-            self.span.set_attribute(ERROR_TYPE, error_type)
+            span.set_attribute(ERROR_TYPE, error_type)
             description = f"{error_type}: {_safe_str(exception)}"[:200]
-            self.span.set_status(Status(StatusCode.ERROR, description))
+            span.set_status(Status(StatusCode.ERROR, description))
 
 
-@contextlib.contextmanager
 def process_span(
     job: Job, *, worker_name: str, trace_parent: str = "link", record_args: bool = False
-) -> Iterator[AttemptSpan]:
-    """CONSUMER span ``process {queue}`` around one attempt.
+) -> AttemptSpan:
+    """CONSUMER span ``process {queue}`` around one attempt (use it with ``with``).
 
     By default it carries a Link to the producer context; ``trace_parent="parent"`` makes
     it a child of the producer span instead, so the whole story is one trace. Task
     arguments are recorded (as ``tracedjobs.job.args``, JSON) only with ``record_args``.
     """
+    tracer = _tracer()
+    if tracer is None:
+        return AttemptSpan(None)
     producer = _producer_context(job)
-    parent_context = otel_context.Context()  # a new root, unless made a child below
+    parent_context = _ROOT  # a new root, unless made a child below
     links: list[Link] = []
     if producer is not None:
         if trace_parent == "parent":
@@ -254,16 +335,20 @@ def process_span(
     }
     if record_args:
         attributes[ARGS] = json.dumps(job.args, sort_keys=True, default=str)
-    with _tracer.start_as_current_span(
-        f"process {job.queue_name}",
-        context=parent_context,
-        kind=SpanKind.CONSUMER,
-        attributes=attributes,
-        links=links,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        yield AttemptSpan(span)
+    return AttemptSpan(
+        tracer.start_span(
+            f"process {job.queue_name}",
+            context=parent_context,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            links=links,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+    )
+
+
+_ROOT = otel_context.Context()
 
 
 def record_attempt(
@@ -275,13 +360,10 @@ def record_attempt(
     error_type: str | None = None,
 ) -> None:
     """Count a finished attempt and record its duration (None for a lost attempt)."""
-    attributes = _metric_attributes(queue, task_name)
-    attributes[OUTCOME] = outcome
-    if error_type:
-        attributes[ERROR_TYPE] = error_type
-    consumed_messages.add(1, attributes)
+    _consumed.add((SYSTEM, queue, task_name, outcome, error_type or None))
     if duration is not None:
-        attributes.pop(ERROR_TYPE, None)
+        attributes = _metric_attributes(queue, task_name)
+        attributes[OUTCOME] = outcome
         process_duration.record(duration, attributes)
 
 
