@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -110,3 +111,39 @@ def test_library_use_of_the_embedded_default_needs_no_migrate(home: Path) -> Non
                             text=True, timeout=120, cwd=home)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ran", "1", "succeeded"]
+
+
+def test_every_directory_of_a_project_finds_the_same_database(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # No TRACEDJOBS_HOME: the data goes with the project, whichever directory a command runs in.
+    project = tmp_path_factory.mktemp("tjp")
+    (project / "pyproject.toml").write_text("[project]\nname = 'shop'\n")
+    deep = project / "src" / "shop" / "jobs"
+    deep.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TRACEDJOBS_DATABASE_URL", "TRACEDJOBS_HOME") and not k.startswith("OTEL_")}
+    env["PYTHONPATH"] = str(ROOT)
+
+    def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tracedjobs", *args], env=env, cwd=cwd,
+                              capture_output=True, text=True, timeout=180)
+
+    try:
+        started = run(project, "db", "start")
+        assert started.returncode == 0, started.stderr
+        pgdata = project.resolve() / ".tracedjobs" / "pgdata"
+        assert f"data directory {pgdata} (project {project.resolve()} (has pyproject.toml))" in (
+            started.stderr)
+        from_root, from_deep = run(project, "db", "url"), run(deep, "db", "url")
+        assert from_root.stdout == from_deep.stdout and from_deep.stdout.startswith("postgresql://")
+        assert str(pgdata) in from_deep.stderr  # `db url` says where the data is
+        status = run(deep, "db", "status")
+        assert status.returncode == 0 and f"data={pgdata}" in status.stdout
+        assert "chosen by: project" in status.stdout
+        deferred = run(project, "defer", "--unknown", "shop.tasks.ship", "order=7")
+        assert deferred.returncode == 0, deferred.stderr
+        listed = run(deep, "jobs", "list", "--json")
+        assert [j["task_name"] for j in json.loads(listed.stdout)] == ["shop.tasks.ship"]
+    finally:
+        run(project, "db", "stop")

@@ -222,3 +222,22 @@ async def test_screen_at_160x48_uses_the_width(app: tracedjobs.App, db_url: str,
         assert any("QUEUE" in line and "WORKER" in line for line in lines)
         assert "STALE" in text and "0 alive" in lines[1] and "1 stale" in lines[1]
         assert "OSError: disk full for" in text
+
+
+async def test_a_stalled_refresh_says_the_screen_is_not_live(
+    app: tracedjobs.App, db_url: str, jobs: Any
+) -> None:
+    import psycopg
+
+    top = top_app(app)  # interval 0.3 s: not live after 2 × 0.3 + 3 s without fresh data
+    async with top.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: top.refreshes)
+        assert "NOT LIVE" not in screen_text(top)
+        # A refresh that hangs (not an error): its query waits behind a lock.
+        with psycopg.connect(db_url) as locker:
+            locker.execute("LOCK TABLE tracedjobs_jobs IN ACCESS EXCLUSIVE MODE")
+            stuck_at = top.refreshes
+            await until(pilot, lambda: "NOT LIVE: last data" in screen_text(top))
+            assert top.refreshes == stuck_at
+        await until(pilot, lambda: top.refreshes > stuck_at
+                    and "NOT LIVE" not in screen_text(top))

@@ -72,14 +72,18 @@ def check_signature(task: Any, kwargs: dict[str, Any]) -> None:
         return  # builtins and the like: nothing to check against
     # With pass_context the worker passes the JobContext first.
     leading = [None] if task.pass_context else []
+    params = list(signature.parameters.values())[len(leading):]
+    takes = f"(it takes: {', '.join(p.name for p in params) or 'no arguments'})"
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        unknown = [key for key in kwargs if key not in {p.name for p in params}]
+        if unknown:
+            raise UsageError(
+                f"task {task.name!r} has no argument {', '.join(map(repr, unknown))} {takes}"
+            )
     try:
         signature.bind(*leading, **kwargs)
     except TypeError as exc:
-        params = list(signature.parameters)[len(leading):]
-        raise UsageError(
-            f"task {task.name!r} cannot take these arguments: {exc} "
-            f"(it takes: {', '.join(params) or 'no arguments'})"
-        ) from None
+        raise UsageError(f"task {task.name!r} cannot take these arguments: {exc} {takes}") from None
 
 
 def _unknown_task(app: Any, name: str) -> Any:

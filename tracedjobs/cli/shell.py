@@ -86,7 +86,8 @@ class AdminShell(cmd.Cmd):
         details = kwargs.pop("details", None) is not None
         if "id" in kwargs:
             kwargs["id"] = _job_id(kwargs["id"])
-        for job in self.job_manager.list_jobs(**kwargs):
+        # Oldest first, as Procrastinate's shell prints them.
+        for job in sorted(self.job_manager.list_jobs(**kwargs), key=lambda j: j.id):
             self._say(job_line(job, details=details))
 
     def do_list_queues(self, arg: str) -> None:
