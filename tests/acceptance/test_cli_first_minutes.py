@@ -285,7 +285,7 @@ def test_procrastinate_global_options_and_comma_separated_queues(
         capture_output=True, text=True, timeout=120,
     )
     assert worker.returncode == 0, worker.stderr
-    assert "worker on a, b" in worker.stderr and "DEBUG" in worker.stderr  # -v before the command
+    assert "DEBUG" in worker.stderr  # -v, given before the command
     done = query(db_url, "SELECT queue_name, status FROM tracedjobs_jobs ORDER BY queue_name")
     assert done == [("a", "succeeded"), ("b", "succeeded"), ("c", "todo")]
 
@@ -311,3 +311,38 @@ def test_schema_and_healthchecks(empty_db_url: str, db_url: str, tmp_path: Path)
     down = tj(tmp_path, "healthchecks", env=user_env(UNREACHABLE))
     one_line_error(down, "cannot connect")
     assert down.stdout.splitlines() == ["App configuration: OK"]
+
+
+def test_a_broken_app_module_is_one_line_that_says_why_and_where(
+    db_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "crash.py").write_text("import tracedjobs\napp = tracedjobs.App()\nx = 1 / 0\n")
+    (tmp_path / "needs.py").write_text("import a_dependency_nobody_installed\n")
+    (tmp_path / "typo.py").write_text("def f(:\n")
+    env = user_env(db_url)
+    for app, fragments in (
+        ("crash:app", ["importing 'crash' failed: ZeroDivisionError",
+                       f"(at {tmp_path / 'crash.py'}:3)"]),
+        ("needs:app", ["it imports 'a_dependency_nobody_installed', which is not installed"]),
+        ("typo:app", ["importing 'typo' failed: SyntaxError", "typo.py, line 1"]),
+        ("absent:app", ["No module named 'absent'", "not found in the current directory"]),
+    ):
+        one_line_error(tj(tmp_path, "jobs", "list", "--app", app, env=env), *fragments)
+    # -v adds the traceback (for the user's own bug), after which the same line.
+    verbose = tj(tmp_path, "-v", "jobs", "list", "--app", "crash:app", env=env)
+    assert "Traceback" in verbose.stderr and 'crash.py", line 3' in verbose.stderr
+
+
+def test_tasks_of_the_apps_import_paths_are_known_to_defer(db_url: str, tmp_path: Path) -> None:
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "app.py").write_text(
+        "import tracedjobs\napp = tracedjobs.App(import_paths=['shop.tasks'])\n")
+    (tmp_path / "shop" / "tasks.py").write_text(
+        "from shop.app import app\n"
+        "@app.task\n"
+        "def ship(order: int) -> None: ...\n")
+    result = tj(tmp_path, "defer", "--app", "shop.app:app", "ship", "order=7",
+                env=user_env(db_url))
+    assert result.returncode == 0, result.stderr
+    assert query(db_url, "SELECT task_name, args FROM tracedjobs_jobs") == [
+        ("shop.tasks.ship", {"order": 7})]

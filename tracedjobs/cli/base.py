@@ -37,6 +37,10 @@ def _import_app(path: str) -> Any:
     app = import_object(path)
     if not isinstance(app, App):
         raise UsageError(f"{path} is a {type(app).__name__}, not a tracedjobs.App")
+    # Tasks declared in the app's import_paths must be known to `defer` and `--task`, not
+    # only to the worker.
+    for module in app.import_paths:
+        import_object(f"{module}:__name__")
     return app
 
 

@@ -45,8 +45,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     app = ready_app(args, required=True)
     options = worker_options(args)
-    queues = options["queues"]
-    stderr(f"tracedjobs: worker on {', '.join(queues) if queues else 'all queues'}")
     sdk = otel_sdk.configure(metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     try:
         app.run_worker(**options)
