@@ -65,6 +65,10 @@ class AdminShell(cmd.Cmd):
     def emptyline(self) -> bool:
         return False  # cmd.Cmd would repeat the last command
 
+    def _counts(self, listing: Any, arg: str) -> None:
+        for row in listing(**parse_argument(arg)):
+            self._say(count_line(row))
+
     def do_EOF(self, _: str) -> bool:
         "Exit the tracedjobs shell."
         return True
@@ -97,8 +101,7 @@ class AdminShell(cmd.Cmd):
 
         Example: list_queues task=sums status=failed
         """
-        for row in self.job_manager.list_queues(**parse_argument(arg)):
-            self._say(count_line(row))
+        self._counts(self.job_manager.list_queues, arg)
 
     def do_list_tasks(self, arg: str) -> None:
         """
@@ -107,8 +110,7 @@ class AdminShell(cmd.Cmd):
 
         Example: list_tasks queue=default status=failed
         """
-        for row in self.job_manager.list_tasks(**parse_argument(arg)):
-            self._say(count_line(row))
+        self._counts(self.job_manager.list_tasks, arg)
 
     def do_list_locks(self, arg: str) -> None:
         """
@@ -117,8 +119,7 @@ class AdminShell(cmd.Cmd):
 
         Example: list_locks queue=default status=todo
         """
-        for row in self.job_manager.list_locks(**parse_argument(arg)):
-            self._say(count_line(row))
+        self._counts(self.job_manager.list_locks, arg)
 
     def do_retry(self, arg: str) -> None:
         """
