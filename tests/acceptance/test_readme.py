@@ -9,14 +9,20 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import SCRIPT, TmuxTop, free_port, readme_blocks, user_env
+from tests.cli_helpers import (
+    SCRIPT,
+    TmuxTop,
+    embedded_dir,
+    free_port,
+    readme_blocks,
+    user_env,
+)
 from tests.helpers import ROOT, query, scalar, wait_until
 
 pytestmark = pytest.mark.slow
@@ -113,10 +119,9 @@ def test_the_example_runs_as_written_and_its_command_lines_literally(
 
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
-    # The embedded server's socket lives under the checkout copy: keep the path short.
-    path = Path(tempfile.mkdtemp(prefix="tjqs"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    # The embedded server's data goes under the checkout copy (see embedded_dir).
+    with embedded_dir("tjqs") as path:
+        yield path
 
 
 def _copy_checkout(target: Path) -> None:

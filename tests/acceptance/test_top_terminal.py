@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import TmuxTop
+from tests.cli_helpers import TmuxTop, embedded_dir
 from tests.helpers import ROOT, WorkerProcess, cli_env, run_cli, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -107,9 +107,13 @@ def test_once_and_json_print_the_same_snapshot(db_url: str) -> None:
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_top_survives_the_database_stopping_and_starting(tmp_path: Path) -> None:
+def test_top_survives_the_database_stopping_and_starting() -> None:
     # A throwaway embedded server of our own: the shared servers are never touched.
-    home = tmp_path / "home"
+    with embedded_dir() as home:
+        _survives_the_database_stopping_and_starting(home)
+
+
+def _survives_the_database_stopping_and_starting(home: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRACEDJOBS_DATABASE_URL"}
     env.update(TRACEDJOBS_HOME=str(home), PYTHONPATH=str(ROOT), TERM="xterm-256color")
 
