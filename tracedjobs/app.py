@@ -5,16 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
 import anyio
 
 from tracedjobs import periodic as periodic_mod
-from tracedjobs import telemetry
 from tracedjobs.connector import PsycopgConnector
 from tracedjobs.exceptions import ConfigurationError, TaskNotFound
 from tracedjobs.manager import JobManager
-from tracedjobs.tasks import JobDeferrer, OnLost, Task
+from tracedjobs.tasks import JobDeferrer, Task, TaskOptions
+
+if TYPE_CHECKING:
+    from tracedjobs.worker import WorkerOptions
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,9 @@ class App:
             raise ConfigurationError(
                 f"trace_parent must be 'link' or 'parent', not {trace_parent!r}"
             )
-        self.connector = connector or PsycopgConnector(conninfo=database_url)
+        # A bare App() looks at $TRACEDJOBS_DATABASE_URL, then falls back to the embedded
+        # server; an explicit connector means exactly what it says (libpq defaults if empty).
+        self.connector = connector or PsycopgConnector.for_app(database_url)
         self.trace_parent: TraceParent = trace_parent
         self.record_args = record_args
         self.import_paths = list(import_paths or [])
@@ -63,22 +67,10 @@ class App:
 
     @overload
     def task(
-        self,
-        func: None = None,
-        /,
-        *,
-        name: str | None = None,
-        queue: str = "default",
-        priority: int = 0,
-        lock: str | None = None,
-        queueing_lock: str | None = None,
-        retry: Any = False,
-        pass_context: bool = False,
-        timeout: float | None = None,
-        on_lost: OnLost = "retry",
+        self, func: None = None, /, **options: Unpack[TaskOptions]
     ) -> Callable[[F], Task[Any, Any]]: ...
 
-    def task(self, func: Any = None, /, **options: Any) -> Any:
+    def task(self, func: Any = None, /, **options: Unpack[TaskOptions]) -> Any:
         """Register a function (sync or async) as a task: ``@app.task(queue="emails", retry=5)``."""
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
@@ -131,25 +123,22 @@ class App:
         """Defer a task by name (Procrastinate's ``app.configure_task``)."""
         return self.get_task(name).configure(**options)
 
-    def count_sent(self, queue: str, task_name: str, ids: list[int], connection: Any) -> None:
-        telemetry.record_sent_when_committed(queue, task_name, ids, connection, self.job_manager)
-
     # -- connections -------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def open(self) -> Iterator[App]:
-        """Open the pools (optional: they open on first use); close them on exit."""
-        with self.connector.connection():
-            pass
+    def open(self, pool: Any = None) -> Iterator[App]:
+        """Open the connector now (optional: it opens on first use); close it on exit.
+        ``pool``: a psycopg ``ConnectionPool`` of yours to use instead (left open)."""
+        self.connector.open(pool)
         try:
             yield self
         finally:
             self.connector.close()
 
     @contextlib.asynccontextmanager
-    async def open_async(self) -> AsyncIterator[App]:
-        async with self.connector.connection_async():
-            pass
+    async def open_async(self, pool: Any = None) -> AsyncIterator[App]:
+        """The async twin of :meth:`open` (``pool``: an ``AsyncConnectionPool`` of yours)."""
+        await self.connector.open_async(pool)
         try:
             yield self
         finally:
@@ -158,37 +147,46 @@ class App:
     def close(self) -> None:
         self.connector.close()
 
+    async def close_async(self) -> None:
+        await self.connector.close_async()
+
     # -- schema ------------------------------------------------------------------------
 
     def migrate(self) -> list[str]:
         return self.job_manager.migrate()
 
     def check_schema(self) -> int:
-        """Raise SchemaError unless migrated; the embedded database migrates itself."""
-        if self.connector.url and self.connector.is_embedded:
-            self.job_manager.migrate()
+        """Raise SchemaError unless migrated (the embedded default migrates itself)."""
         return self.job_manager.check_schema()
 
     # -- workers -----------------------------------------------------------------------
 
-    async def run_worker_async(self, **options: Any) -> None:
+    async def run_worker_async(self, **options: Unpack[WorkerOptions]) -> None:
         """Run a worker until stopped (or, with ``wait=False``, until no job is ready).
 
-        Options: queues, concurrency, name, wait, listen_notify, polling_interval,
-        update_heartbeat_interval, stalled_worker_timeout, rescue_stalled,
-        periodic, install_signal_handlers, shutdown_timeout.
+        Options are Procrastinate's (``queues``, ``concurrency``, ``name``, ``wait``,
+        ``listen_notify``, ``fetch_job_polling_interval``, ``abort_job_polling_interval``,
+        ``shutdown_graceful_timeout``, ``delete_jobs``, ``additional_context``,
+        ``update_heartbeat_interval``, ``stalled_worker_timeout``,
+        ``install_signal_handlers``) plus ``rescue_stalled``, ``periodic_tasks`` and
+        ``periodic_catch_up``; an unknown one raises ``TypeError`` at once.
         """
         from tracedjobs.worker import Worker
 
+        worker = Worker(self, **options)
         await anyio.to_thread.run_sync(self.check_schema)
-        await Worker(self, **options).run()
+        await worker.run()
 
-    def run_worker(self, **options: Any) -> None:
+    def run_worker(self, **options: Unpack[WorkerOptions]) -> None:
+        from tracedjobs.worker import Worker
+
+        Worker(self, **options)  # refuse bad options before starting an event loop
+
         async def main() -> None:
             try:
                 await self.run_worker_async(**options)
             finally:
                 # Tasks may have opened the async pool in this event loop, which ends here.
-                await self.connector.close_async_pool()
+                await self.connector.close_async()
 
         anyio.run(main)

@@ -1,136 +1,303 @@
-"""Connections: where the database is, and the psycopg pools that reach it.
+"""The one door to the database: where it is, and every pool and connection tracedjobs opens.
 
-Sync and async callers share every query; only the final ``execute`` differs.
+Nothing else in tracedjobs reads the URL to open connections of its own: the app's pools,
+the worker's pool, its heartbeat and LISTEN connections, the gauge exporter and `top` all
+come from here, so pool sizes, connection options (``search_path``, SSL…) and the JSON
+codecs apply everywhere.
+
+Queries are run by *operations*: generators that yield :class:`Query` steps and receive
+their rows (see ``manager.py``). :meth:`PsycopgConnector.run` and :meth:`run_async` drive
+one operation on a sync or async connection, so each piece of database logic is written
+once for both APIs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql as pgsql
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from tracedjobs import embedded
 from tracedjobs.exceptions import ConfigurationError, DatabaseError, SchemaError
 from tracedjobs.utils import redact_url
 
+logger = logging.getLogger("tracedjobs")
+
 DATABASE_URL_ENV = "TRACEDJOBS_DATABASE_URL"
 
-# A named query, or one composed from fixed fragments with psycopg.sql.
-Query = str | pgsql.Composable
+T = TypeVar("T")
+
+# A named query's text, or one composed from fixed fragments with psycopg.sql.
+SQL = str | pgsql.Composable
 
 
-def resolve_database_url(url: str | None) -> tuple[str, bool]:
-    """(url, is_embedded): the given URL, else $TRACEDJOBS_DATABASE_URL, else the embedded one."""
-    url = url or os.environ.get(DATABASE_URL_ENV) or None
-    if url:
-        if not url.startswith(("postgresql://", "postgres://")) and "=" not in url:
-            raise ConfigurationError(
-                f"database URL {redact_url(url)!r} is not a PostgreSQL URL "
-                "(expected postgresql://user:password@host:5432/dbname)"
-            )
-        return url, False
-    return embedded.start(), True
+@dataclasses.dataclass(frozen=True, slots=True)
+class Query:
+    """One statement of an operation; the driver sends back its rows as dicts."""
+
+    sql: SQL
+    params: dict[str, Any] | None = None
+
+
+# An operation: yields queries, receives their rows, returns its result.
+Operation = Generator[Query, list[dict[str, Any]], T]
+
+# Errors that mean "the database is out of reach", as opposed to "it refused this".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    OSError,
+)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, (*CONNECTION_ERRORS, DatabaseError))
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error message (psycopg's can span several)."""
+    try:
+        text = str(exc).strip()
+    except Exception:  # an exception whose __str__ raises
+        text = ""
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def describe_connection_error(url: str, exc: BaseException) -> str:
-    # psycopg messages can be multi-line; the first line says what happened.
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"cannot connect to {redact_url(url)}: {first}"
+    return f"cannot connect to {display_url(url)}: {first_line(exc)}"
 
 
-async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
-    await conn.set_autocommit(True)
+def display_url(url: str) -> str:
+    return redact_url(url) if url else "the libpq defaults (PG* environment variables)"
 
 
-def _configure_sync(conn: psycopg.Connection[Any]) -> None:
-    conn.autocommit = True
+_MISSING_SCHEMA = "the tracedjobs tables do not exist in this database: run `tracedjobs migrate`"
+# A pool retries a failing connection quietly for its whole timeout; one direct attempt
+# first fails fast with the server's own reason (refused, unknown database, bad password).
+_PROBE_TIMEOUT = 10
+_POOL_OPEN_TIMEOUT = 10
 
 
 class PsycopgConnector:
-    """Holds the database URL and lazily opened psycopg pools (sync and async).
+    """Where the database is, and the psycopg pools and connections that reach it.
 
-    ``PsycopgConnector(conninfo=...)`` is accepted as in Procrastinate; extra keyword
-    arguments go to the psycopg pools (e.g. ``max_size``).
+    As in Procrastinate, ``PsycopgConnector(conninfo=...)``; without ``conninfo`` libpq's
+    defaults apply (the ``PG*`` environment variables). ``json_dumps``/``json_loads``
+    encode task arguments and decode them on every connection made here. Other keyword
+    arguments go to the psycopg pools (``min_size``, ``max_size``, ``kwargs`` for the
+    connections, ``timeout``…).
     """
 
-    def __init__(self, *, conninfo: str | None = None, **pool_kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        conninfo: str | None = None,
+        json_dumps: Callable[[Any], str] | None = None,
+        json_loads: Callable[[str | bytes], Any] | None = None,
+        **pool_args: Any,
+    ) -> None:
         self._conninfo = conninfo
+        # Only a bare App() (see for_app) looks at $TRACEDJOBS_DATABASE_URL and then
+        # falls back to the embedded server.
+        self._app_default = False
+        self._json_dumps = json_dumps
+        self._json_loads = json_loads
+        self.pool_args = dict(pool_args)
         self._resolved: str | None = None
         self.is_embedded = False
-        self.pool_kwargs = pool_kwargs
         self._sync_pool: ConnectionPool[Any] | None = None
+        self._sync_pool_external = False
         self._async_pool: AsyncConnectionPool[Any] | None = None
+        self._async_pool_external = False
         self._async_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
+    @classmethod
+    def for_app(cls, database_url: str | None) -> PsycopgConnector:
+        """``App(database_url=...)``: that URL, else ``$TRACEDJOBS_DATABASE_URL``, else the
+        embedded server (which says so once, loudly)."""
+        connector = cls(conninfo=database_url)
+        connector._app_default = database_url is None
+        return connector
+
+    # -- where ---------------------------------------------------------------------------
+
     @property
     def url(self) -> str:
-        """The database URL (starting the embedded server if none is configured)."""
+        """The connection string (starting the embedded server when it is the default).
+
+        For your own connections (e.g. a web app's); tracedjobs itself connects only
+        through the methods below.
+        """
         with self._lock:
             if self._resolved is None:
-                url, is_embedded = resolve_database_url(self._conninfo)
-                if is_embedded:
-                    # The zero-setup default needs no `tracedjobs migrate`.
-                    from tracedjobs import migrations
-
-                    with psycopg.connect(url, autocommit=True) as conn:
-                        migrations.migrate(conn)
-                self._resolved, self.is_embedded = url, is_embedded
+                self._resolved = self._resolve()
             return self._resolved
+
+    def _resolve(self) -> str:
+        url = self._conninfo
+        if url is None and self._app_default:
+            url = os.environ.get(DATABASE_URL_ENV) or None
+            if url is None:
+                return self._start_embedded()
+        url = url or ""
+        _check_conninfo(url)
+        return url
+
+    def _start_embedded(self) -> str:
+        url = embedded.start()
+        logger.warning(
+            "no database configured: using the embedded PostgreSQL in %s (fine for trying "
+            "tracedjobs; for real work set %s or App(database_url=...))",
+            embedded.pgdata(),
+            DATABASE_URL_ENV,
+        )
+        # The zero-setup default needs no `tracedjobs migrate`.
+        from tracedjobs import migrations
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrations.migrate(conn)
+        self.is_embedded = True
+        return url
 
     @property
     def safe_url(self) -> str:
-        return redact_url(self.url)
+        """The URL without its password, for logs and screens."""
+        return display_url(self.url)
 
-    # -- sync ---------------------------------------------------------------------------
+    @property
+    def json_dumps(self) -> Callable[[Any], str]:
+        return self._json_dumps or json.dumps
+
+    @property
+    def json_loads(self) -> Callable[[str | bytes], Any]:
+        return self._json_loads or json.loads
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _configure_sync(self, conn: psycopg.Connection[Any]) -> None:
+        conn.autocommit = True
+        self._set_codecs(conn)
+
+    async def _configure_async(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.set_autocommit(True)
+        self._set_codecs(conn)
+
+    def _set_codecs(self, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+        if self._json_dumps is not None:
+            set_json_dumps(self._json_dumps, conn)
+        if self._json_loads is not None:
+            set_json_loads(self._json_loads, conn)
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return dict(self.pool_args.get("kwargs") or {})
+
+    def _pool_kwargs(self, **defaults: Any) -> dict[str, Any]:
+        kwargs = {**defaults, **self.pool_args}
+        kwargs.pop("conninfo", None)
+        return kwargs
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A dedicated (unpooled) sync connection in autocommit mode."""
+        url = self.url
+        try:
+            conn = psycopg.connect(url, connect_timeout=_PROBE_TIMEOUT, **self._connect_kwargs())
+        except psycopg.Error as exc:
+            raise DatabaseError(describe_connection_error(url, exc)) from None
+        self._configure_sync(conn)
+        return conn
+
+    async def connect_async(
+        self, *, timeout: float = _PROBE_TIMEOUT
+    ) -> psycopg.AsyncConnection[Any]:
+        """A dedicated (unpooled) async connection in autocommit mode: LISTEN, heartbeats,
+        advisory locks — anything that must not wait for, or hold, a pool slot."""
+        url = self.url
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                url, connect_timeout=max(1, int(timeout)), **self._connect_kwargs()
+            )
+        except psycopg.Error as exc:
+            raise DatabaseError(describe_connection_error(url, exc)) from None
+        await self._configure_async(conn)
+        return conn
+
+    def create_pool_async(
+        self, *, min_size: int, max_size: int, name: str
+    ) -> AsyncConnectionPool[Any]:
+        """A new async pool (not yet open) with this connector's settings, e.g. a worker's own."""
+        kwargs = self._pool_kwargs()
+        kwargs.update(min_size=min_size, max_size=max_size)
+        return AsyncConnectionPool(
+            self.url, configure=self._configure_async, open=False, name=name, **kwargs
+        )
+
+    # -- the app's pools -----------------------------------------------------------------
+
+    def open(self, pool: ConnectionPool[Any] | None = None) -> None:
+        """Open the sync pool now (it otherwise opens on first use), or adopt ``pool``."""
+        if pool is not None:
+            with self._lock:
+                self._sync_pool, self._sync_pool_external = pool, True
+            return
+        self._get_sync_pool()
+
+    async def open_async(self, pool: AsyncConnectionPool[Any] | None = None) -> None:
+        """Open the async pool now (it otherwise opens on first use), or adopt ``pool``."""
+        if pool is not None:
+            self._async_pool, self._async_pool_external = pool, True
+            self._async_loop = asyncio.get_running_loop()
+            return
+        await self._get_async_pool()
+
+    def close(self) -> None:
+        """Close the sync pool (a pool given to ``open`` is left to its owner)."""
+        with self._lock:
+            pool, self._sync_pool = self._sync_pool, None
+            external, self._sync_pool_external = self._sync_pool_external, False
+        if pool is not None and not external:
+            pool.close()
+
+    async def close_async(self) -> None:
+        """Close the async pool if this event loop opened it, and the sync pool."""
+        pool, self._async_pool = self._async_pool, None
+        external, self._async_pool_external = self._async_pool_external, False
+        if pool is not None and not external and self._async_loop is asyncio.get_running_loop():
+            await pool.close()
+        if self._sync_pool is not None:
+            await asyncio.to_thread(self.close)
 
     def _get_sync_pool(self) -> ConnectionPool[Any]:
         pool = self._sync_pool
-        if pool is None:
-            url = self.url
-            with self._lock:
-                if self._sync_pool is None:
-                    _probe(url)
-                    kwargs = {"min_size": 1, "max_size": 10, **self.pool_kwargs}
-                    self._sync_pool = ConnectionPool(
-                        url, configure=_configure_sync, open=False, name="tracedjobs", **kwargs
-                    )
-                    try:
-                        self._sync_pool.open(wait=True, timeout=10)
-                    except Exception as exc:
-                        self._sync_pool.close()
-                        self._sync_pool = None
-                        raise DatabaseError(describe_connection_error(url, exc)) from exc
-                pool = self._sync_pool
-        return pool
-
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled autocommit connection."""
-        try:
-            with self._get_sync_pool().connection() as conn:
-                yield conn
-        except psycopg.OperationalError as exc:
-            raise DatabaseError(describe_connection_error(self.url, exc)) from exc
-
-    def execute(
-        self, sql: Query, params: dict[str, Any] | None = None, *, conn: Any = None
-    ) -> list[dict[str, Any]]:
-        """Run one statement; rows as dicts (empty list when it returns none)."""
-        if conn is not None:
-            return _run_sync(conn, sql, params)
-        with self.connection() as pooled:
-            return _run_sync(pooled, sql, params)
-
-    # -- async --------------------------------------------------------------------------
+        if pool is not None:
+            return pool
+        url = self.url
+        with self._lock:
+            if self._sync_pool is None:
+                _probe(url, self._connect_kwargs())
+                kwargs = self._pool_kwargs(min_size=1, max_size=10)
+                new = ConnectionPool(
+                    url, configure=self._configure_sync, open=False, name="tracedjobs", **kwargs
+                )
+                try:
+                    new.open(wait=True, timeout=_POOL_OPEN_TIMEOUT)
+                except Exception as exc:
+                    new.close()
+                    raise DatabaseError(describe_connection_error(url, exc)) from exc
+                self._sync_pool = new
+            return self._sync_pool
 
     async def _get_async_pool(self) -> AsyncConnectionPool[Any]:
         loop = asyncio.get_running_loop()
@@ -139,98 +306,147 @@ class PsycopgConnector:
             self._async_pool = None
         if self._async_pool is None:
             url = self.url
-            await _probe_async(url)
-            kwargs = {"min_size": 1, "max_size": 10, **self.pool_kwargs}
-            pool = AsyncConnectionPool(
-                url, configure=_configure_async, open=False, name="tracedjobs-async", **kwargs
+            await _probe_async(url, self._connect_kwargs())
+            pool = self.create_pool_async(
+                min_size=self.pool_args.get("min_size", 1),
+                max_size=self.pool_args.get("max_size", 10),
+                name="tracedjobs-async",
             )
             try:
-                await pool.open(wait=True, timeout=10)
+                await pool.open(wait=True, timeout=_POOL_OPEN_TIMEOUT)
             except Exception as exc:
                 await pool.close()
                 raise DatabaseError(describe_connection_error(url, exc)) from exc
             self._async_pool, self._async_loop = pool, loop
         return self._async_pool
 
-    @asynccontextmanager
-    async def connection_async(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    @contextlib.contextmanager
+    def connection(self, conn: Any = None) -> Iterator[psycopg.Connection[Any]]:
+        """``conn`` if given (the caller's own, e.g. inside its transaction), else a pooled
+        autocommit connection."""
+        if conn is not None:
+            yield conn
+            return
+        try:
+            with self._get_sync_pool().connection() as pooled:
+                yield pooled
+        except psycopg.OperationalError as exc:
+            raise DatabaseError(describe_connection_error(self.url, exc)) from exc
+
+    @contextlib.asynccontextmanager
+    async def connection_async(
+        self, conn: Any = None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if conn is not None:
+            yield conn
+            return
         try:
             pool = await self._get_async_pool()
-            async with pool.connection() as conn:
-                yield conn
+            async with pool.connection() as pooled:
+                yield pooled
         except psycopg.OperationalError as exc:
             raise DatabaseError(describe_connection_error(self.url, exc)) from exc
+
+    # -- running operations ---------------------------------------------------------------
+
+    def run(self, operation: Operation[T], *, conn: Any = None, transaction: bool = False) -> T:
+        """Drive ``operation`` on ``conn`` (or a pooled connection), in one transaction if asked."""
+        with self.connection(conn) as c:
+            tx = c.transaction() if transaction else contextlib.nullcontext()
+            with tx:
+                return _drive(operation, lambda q: _execute_sync(c, q))
+
+    async def run_async(
+        self, operation: Operation[T], *, conn: Any = None, transaction: bool = False
+    ) -> T:
+        async with self.connection_async(conn) as c:
+            if transaction:
+                async with c.transaction():
+                    return await _drive_async(operation, c)
+            return await _drive_async(operation, c)
+
+    def execute(
+        self, sql: SQL, params: dict[str, Any] | None = None, *, conn: Any = None
+    ) -> list[dict[str, Any]]:
+        """Run one statement; rows as dicts (an empty list when it returns none)."""
+        with self.connection(conn) as c:
+            return _execute_sync(c, Query(sql, params))
 
     async def execute_async(
-        self, sql: Query, params: dict[str, Any] | None = None, *, conn: Any = None
+        self, sql: SQL, params: dict[str, Any] | None = None, *, conn: Any = None
     ) -> list[dict[str, Any]]:
-        if conn is not None:
-            return await _run_async(conn, sql, params)
-        async with self.connection_async() as pooled:
-            return await _run_async(pooled, sql, params)
-
-    async def connect_async(self, *, autocommit: bool = True) -> psycopg.AsyncConnection[Any]:
-        """A dedicated (unpooled) connection, e.g. for LISTEN."""
-        try:
-            return await psycopg.AsyncConnection.connect(self.url, autocommit=autocommit)
-        except psycopg.OperationalError as exc:
-            raise DatabaseError(describe_connection_error(self.url, exc)) from exc
-
-    # -- lifecycle ----------------------------------------------------------------------
-
-    def close(self) -> None:
-        if self._sync_pool is not None:
-            self._sync_pool.close()
-            self._sync_pool = None
-
-    async def close_async_pool(self) -> None:
-        """Close the async pool if this event loop opened it (it cannot outlive its loop)."""
-        if self._async_pool is not None:
-            pool, self._async_pool = self._async_pool, None
-            if self._async_loop is asyncio.get_running_loop():
-                await pool.close()
-
-    async def close_async(self) -> None:
-        await self.close_async_pool()
-        self.close()
+        async with self.connection_async(conn) as c:
+            return await _execute_async(c, Query(sql, params))
 
 
-# A pool retries a failing connection quietly for its whole timeout; one direct attempt
-# first fails fast with the server's own reason (refused, unknown database, bad password).
-_PROBE_TIMEOUT = 10
+def _check_conninfo(url: str) -> None:
+    from psycopg.conninfo import conninfo_to_dict
 
-
-def _probe(url: str) -> None:
     try:
-        psycopg.connect(url, connect_timeout=_PROBE_TIMEOUT).close()
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise ConfigurationError(
+            f"database URL {redact_url(url)!r} is not a PostgreSQL URL "
+            "(expected postgresql://user:password@host:5432/dbname)"
+        ) from None
+
+
+def _probe(url: str, kwargs: dict[str, Any]) -> None:
+    try:
+        psycopg.connect(url, connect_timeout=_PROBE_TIMEOUT, **kwargs).close()
     except psycopg.Error as exc:
         raise DatabaseError(describe_connection_error(url, exc)) from None
 
 
-async def _probe_async(url: str) -> None:
+async def _probe_async(url: str, kwargs: dict[str, Any]) -> None:
     try:
-        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=_PROBE_TIMEOUT)
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=_PROBE_TIMEOUT, **kwargs)
     except psycopg.Error as exc:
         raise DatabaseError(describe_connection_error(url, exc)) from None
     await conn.close()
 
 
-_MISSING_SCHEMA = "the tracedjobs tables do not exist in this database: run `tracedjobs migrate`"
+def _drive(operation: Operation[T], execute: Callable[[Query], list[dict[str, Any]]]) -> T:
+    try:
+        step = next(operation)
+        while True:
+            try:
+                rows = execute(step)
+            except Exception as exc:
+                step = operation.throw(exc)
+            else:
+                step = operation.send(rows)
+    except StopIteration as stop:
+        return stop.value
 
 
-def _run_sync(conn: Any, sql: Query, params: dict[str, Any] | None) -> list[dict[str, Any]]:
+async def _drive_async(operation: Operation[T], conn: Any) -> T:
+    try:
+        step = next(operation)
+        while True:
+            try:
+                rows = await _execute_async(conn, step)
+            except Exception as exc:
+                step = operation.throw(exc)
+            else:
+                step = operation.send(rows)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _execute_sync(conn: Any, query: Query) -> list[dict[str, Any]]:
     try:
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql, params)
+            cur.execute(query.sql, query.params)
             return cur.fetchall() if cur.description else []
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as exc:
         raise SchemaError(_MISSING_SCHEMA) from exc
 
 
-async def _run_async(conn: Any, sql: Query, params: dict[str, Any] | None) -> list[dict[str, Any]]:
+async def _execute_async(conn: Any, query: Query) -> list[dict[str, Any]]:
     try:
         async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(sql, params)
+            await cur.execute(query.sql, query.params)
             return await cur.fetchall() if cur.description else []
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as exc:
         raise SchemaError(_MISSING_SCHEMA) from exc

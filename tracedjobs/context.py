@@ -21,17 +21,17 @@ class JobContext:
     task: Task[Any, Any]
     worker_name: str
     worker_id: str
+    worker_queues: list[str] | None = None
+    # The worker's ``additional_context`` (a copy per job), as in Procrastinate.
+    additional_context: dict[str, Any] = dataclasses.field(default_factory=dict)
     trace_id: str | None = None
     span_id: str | None = None
     _abort: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
 
     def should_abort(self) -> bool:
-        """True once the job was asked to abort (``cancel_job_by_id(id, abort=True)``)."""
+        """True once the job was asked to abort (``cancel_job_by_id(id, abort=True)``), its
+        timeout passed, or the worker is shutting down past its graceful timeout."""
         return self._abort.is_set()
 
     async def should_abort_async(self) -> bool:
         return self._abort.is_set()
-
-    @property
-    def additional_context(self) -> dict[str, Any]:
-        return {}

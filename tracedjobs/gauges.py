@@ -9,14 +9,15 @@ and another worker's next try takes over. Nothing runs while no metrics SDK is i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import psycopg
 
-from tracedjobs import telemetry
+from tracedjobs import store, supervisor, telemetry
 
 if TYPE_CHECKING:
     from tracedjobs.worker import Worker
@@ -32,46 +33,30 @@ def refresh_interval(worker: Worker) -> float:
 
 
 async def export_loop(worker: Worker) -> None:
+    await supervisor.forever("gauge exporter", lambda health: _export(worker, health))
+
+
+async def _export(worker: Worker, health: supervisor.Health) -> None:
     interval = refresh_interval(worker)
-    conn: psycopg.AsyncConnection[Any] | None = None
+    while not telemetry.metrics_enabled():
+        await anyio.sleep(interval)
+    conn = await worker.store.connect()
     elected = False
     try:
         while True:
-            if not telemetry.metrics_enabled():
-                await anyio.sleep(interval)
-                continue
-            try:
-                if conn is None or conn.closed:
-                    conn = await psycopg.AsyncConnection.connect(
-                        worker.app.connector.url, autocommit=True
-                    )
-                    elected = False
-                if not elected:
-                    elected = await worker.manager.try_gauge_lock(conn)
-                    if elected:
-                        logger.info("worker %s now exports the database-wide gauges", worker.name)
+            if not elected:
+                elected = await store.try_gauge_lock(conn)
                 if elected:
-                    rows = await worker.manager.gauge_snapshot(conn, worker.stalled_worker_timeout)
-                    telemetry.publish_gauges(
-                        worker, telemetry.GaugeSnapshot.from_rows(rows, time.monotonic())
-                    )
-            except (psycopg.Error, OSError) as exc:
-                # The lock went with the session (or never came): let another worker export.
-                telemetry.withdraw_gauges(worker)
-                elected = False
-                logger.debug("gauge refresh failed (%s)", exc)
-                await _close(conn)
-                conn = None
+                    logger.info("worker %s now exports the database-wide gauges", worker.name)
+            if elected:
+                rows = await store.gauge_snapshot(conn, worker.stalled_worker_timeout)
+                telemetry.publish_gauges(
+                    worker, telemetry.GaugeSnapshot.from_rows(rows, time.monotonic())
+                )
+            health.ok()
             await anyio.sleep(interval)
     finally:
+        # The lock goes with the session: let another worker export.
         telemetry.withdraw_gauges(worker)
-        with anyio.CancelScope(shield=True):
-            await _close(conn)
-
-
-async def _close(conn: psycopg.AsyncConnection[Any] | None) -> None:
-    if conn is not None and not conn.closed:
-        try:
+        with anyio.CancelScope(shield=True), contextlib.suppress(psycopg.Error, OSError):
             await conn.close()
-        except (psycopg.Error, OSError):
-            pass

@@ -108,8 +108,10 @@ class Job:
     scheduled_at: datetime.datetime | None = None
     created_at: datetime.datetime | None = None
     updated_at: datetime.datetime | None = None
-    # Attempts made before this one: 0 on the first run.
+    # Attempts made before this one: 0 on the first run. Lost attempts (the worker died)
+    # are not counted here: they do not spend the retry budget.
     attempts: int = 0
+    lost_attempts: int = 0
     worker_id: str | None = None
     attempt_id: int | None = None
     started_at: datetime.datetime | None = None
@@ -121,6 +123,11 @@ class Job:
     @property
     def queue(self) -> str:
         return self.queue_name
+
+    @property
+    def attempt_number(self) -> int:
+        """The 1-based number of the current (or next) run, lost ones included."""
+        return self.attempts + self.lost_attempts + 1
 
     @property
     def trace_id(self) -> str | None:
@@ -143,6 +150,7 @@ class Job:
             created_at=row.get("created_at"),
             updated_at=row.get("updated_at"),
             attempts=row["attempts"],
+            lost_attempts=row.get("lost_attempts") or 0,
             worker_id=str(row["worker_id"]) if row.get("worker_id") else None,
             attempt_id=row.get("attempt_id"),
             started_at=row.get("started_at"),

@@ -147,5 +147,8 @@ def configure(
         handle.logger_provider.add_log_record_processor(BatchLogRecordProcessor(_log_exporter()))
         set_logger_provider(handle.logger_provider)
         handle.log_handler = LoggingHandler(logger_provider=handle.logger_provider)
+        from tracedjobs.telemetry import LogContextFilter
+
+        handle.log_handler.addFilter(LogContextFilter())
         logging.getLogger().addHandler(handle.log_handler)
     return handle

@@ -6,15 +6,15 @@ import dataclasses
 import datetime
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from croniter import croniter
 
 from tracedjobs.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
-    from tracedjobs.manager import JobManager
+    from tracedjobs.store import WorkerStore
     from tracedjobs.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -91,21 +91,32 @@ def tick_params(periodic: PeriodicTask, tick: int) -> dict[str, Any]:
     }
 
 
-async def defer_due_ticks(
-    manager: JobManager,
-    conn: psycopg.AsyncConnection[Any],
-    periodic: PeriodicTask,
-    *,
-    since: float,
-    now: float,
-) -> list[int]:
-    """Defer every tick in (since, now]; each tick becomes at most one job across workers."""
-    deferred = []
-    for tick in periodic.ticks_between(since, now):
-        job_id = await manager.defer_periodic(conn, tick_params(periodic, tick))
-        if job_id is not None:
-            deferred.append(job_id)
-            logger.info(
-                "periodic task %s deferred for tick %s (job %s)", periodic.task.name, tick, job_id
-            )
-    return deferred
+class Deferrer:
+    """The periodic-deferral side loop of one worker: every tick in (since, now] of every
+    periodic task becomes at most one job across all workers."""
+
+    def __init__(self, store: WorkerStore, registry: PeriodicRegistry, catch_up: float) -> None:
+        self.store = store
+        self.tasks = registry.tasks
+        self._since = time.time() - catch_up
+
+    async def step(self) -> None:
+        now = time.time()
+        for periodic in self.tasks:
+            for tick in periodic.ticks_between(self._since, now):
+                job_id = await self.store.defer_periodic(tick_params(periodic, tick))
+                if job_id is not None:
+                    logger.info(
+                        "periodic task %s deferred for tick %s (job %s)",
+                        periodic.task.name,
+                        tick,
+                        job_id,
+                        extra={"action": "periodic_deferred"},
+                    )
+        # Only once every tick is deferred: after a failure the next step catches up.
+        self._since = now
+
+    def next_in(self) -> float:
+        """Seconds until the next tick of any periodic task."""
+        now = time.time()
+        return max(0.0, min(p.next_tick_after(now) for p in self.tasks) - now) + 0.005

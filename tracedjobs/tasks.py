@@ -7,7 +7,7 @@ import functools
 import inspect
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypedDict, TypeVar, Unpack
 
 from tracedjobs import telemetry
 from tracedjobs.retry import BaseRetryStrategy, get_retry_strategy
@@ -22,15 +22,42 @@ R = TypeVar("R")
 OnLost = Literal["retry", "fail"]
 
 
-def dump_args(task_name: str, args: dict[str, Any]) -> str:
+class TaskOptions(TypedDict, total=False):
+    """Options of ``@app.task`` (and ``@blueprint.task``), declared once."""
+
+    name: str | None
+    queue: str
+    priority: int
+    lock: str | None
+    queueing_lock: str | None
+    retry: Any  # bool, int or a BaseRetryStrategy
+    pass_context: bool
+    timeout: float | None
+    on_lost: OnLost
+
+
+class DeferOptions(TypedDict, total=False):
+    """Options of ``task.configure(...)``: this defer only."""
+
+    queue: str | None
+    priority: int | None
+    lock: str | None
+    queueing_lock: str | None
+    schedule_at: datetime.datetime | None
+    schedule_in: dict[str, float] | None
+
+
+def dump_args(
+    task_name: str, args: dict[str, Any], dumps: Callable[[Any], str] = json.dumps
+) -> str:
     """JSON-encode task arguments, naming the first argument that cannot be encoded."""
     try:
-        return json.dumps(args)
+        return dumps(args)
     except (TypeError, ValueError):
         pass
     for key, value in args.items():
         try:
-            json.dumps(value)
+            dumps(value)
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"argument {key!r} of task {task_name!r} is not JSON-serialisable "
@@ -102,7 +129,7 @@ class JobDeferrer:
         return JobSpec(
             task_name=self.task.name,
             queue=self.queue,
-            args_json=dump_args(self.task.name, kwargs),
+            args_json=dump_args(self.task.name, kwargs, self.task.app.connector.json_dumps),
             priority=self.priority,
             lock=self.lock,
             queueing_lock=self.queueing_lock,
@@ -128,7 +155,7 @@ class JobDeferrer:
             _attach(specs, carriers)
             ids = self.task.app.job_manager.defer_jobs(specs, connection=connection)
             telemetry.set_job_ids(ids)
-        self.task.app.count_sent(self.queue, self.task.name, ids, connection)
+        telemetry.record_sent(self.queue, self.task.name, len(ids))
         return ids
 
     async def batch_defer_async(
@@ -139,7 +166,7 @@ class JobDeferrer:
             _attach(specs, carriers)
             ids = await self.task.app.job_manager.defer_jobs_async(specs, connection=connection)
             telemetry.set_job_ids(ids)
-        self.task.app.count_sent(self.queue, self.task.name, ids, connection)
+        telemetry.record_sent(self.queue, self.task.name, len(ids))
         return ids
 
 
@@ -192,7 +219,7 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
 
-    def configure(self, **options: Any) -> JobDeferrer:
+    def configure(self, **options: Unpack[DeferOptions]) -> JobDeferrer:
         """Per-defer options: schedule_at, schedule_in, priority, queue, lock, queueing_lock."""
         return JobDeferrer(self, **options)
 

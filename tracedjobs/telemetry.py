@@ -12,7 +12,6 @@ import json
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -143,72 +142,14 @@ def set_job_ids(job_ids: Sequence[int]) -> None:
 
 
 def record_sent(queue: str, task_name: str, count: int) -> None:
-    sent_messages.add(count, _metric_attributes(queue, task_name))
+    """Count deferred jobs, when the INSERT that creates them succeeds.
 
-
-class _CommitWatcher:
-    """Counts jobs deferred inside a caller's transaction once that transaction commits.
-
-    psycopg has no commit hook, so a daemon thread watches the connection's transaction
-    status; when the transaction is over it asks the database which of the jobs exist
-    (committed) and counts those — a rolled-back defer is never counted.
+    Inside the caller's own transaction (``connection=``) that is before its commit:
+    tracedjobs cannot see a psycopg commit without a thread or a query of its own, and
+    telemetry has neither. The messaging conventions count *attempts* to send, so a defer
+    whose transaction rolls back is counted too (and is never consumed).
     """
-
-    def __init__(self) -> None:
-        self._pending: list[tuple[weakref.ref[Any], str, str, list[int], Any]] = []
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def add(
-        self, connection: Any, queue: str, task_name: str, ids: list[int], manager: Any
-    ) -> None:
-        with self._lock:
-            self._pending.append((weakref.ref(connection), queue, task_name, ids, manager))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="tracedjobs-commit-watcher", daemon=True
-                )
-                self._thread.start()
-
-    def _run(self) -> None:
-        import time
-
-        while True:
-            time.sleep(0.1)
-            with self._lock:
-                if not self._pending:
-                    self._thread = None
-                    return
-                done = [p for p in self._pending if not _in_transaction(p[0]())]
-                self._pending = [p for p in self._pending if p not in done]
-            for _ref, queue, task_name, ids, manager in done:
-                try:
-                    committed = manager.count_existing(ids)
-                except Exception:
-                    logger.debug("could not check committed jobs", exc_info=True)
-                    continue
-                if committed:
-                    record_sent(queue, task_name, committed)
-
-
-def _in_transaction(connection: Any) -> bool:
-    if connection is None or connection.closed:
-        return False
-    # 0 = IDLE, 1 = ACTIVE, 2 = INTRANS, 3 = INERROR, 4 = UNKNOWN (libpq's values)
-    return int(connection.info.transaction_status) in (1, 2, 3)
-
-
-_commit_watcher = _CommitWatcher()
-
-
-def record_sent_when_committed(
-    queue: str, task_name: str, ids: list[int], connection: Any, manager: Any
-) -> None:
-    """Count deferred jobs now, or, inside the caller's open transaction, once it commits."""
-    if connection is not None and _in_transaction(connection):
-        _commit_watcher.add(connection, queue, task_name, ids, manager)
-    else:
-        record_sent(queue, task_name, len(ids))
+    sent_messages.add(count, _metric_attributes(queue, task_name))
 
 
 # -- consumer side -----------------------------------------------------------------------
@@ -267,10 +208,17 @@ class AttemptSpan:
             return
         self.span.set_attribute(OUTCOME, outcome)
         if exception is not None:
-            self.span.record_exception(exception)
+            try:
+                self.span.record_exception(exception)
+            except Exception:  # its __str__ raised: record what can be said safely
+                self.span.add_event(
+                    "exception",
+                    {"exception.type": error_type_of(exception), "exception.message": ""},
+                )
         if error_type is not None:
             self.span.set_attribute(ERROR_TYPE, error_type)
-            self.span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exception}"[:200]))
+            description = f"{error_type}: {_safe_str(exception)}"[:200]
+            self.span.set_status(Status(StatusCode.ERROR, description))
 
 
 @contextlib.contextmanager
@@ -302,7 +250,7 @@ def process_span(
         CONSUMER_GROUP: job.queue_name,
         WORKER_NAME: worker_name,
         TASK: job.task_name,
-        ATTEMPT: job.attempts + 1,
+        ATTEMPT: job.attempt_number,
     }
     if record_args:
         attributes[ARGS] = json.dumps(job.args, sort_keys=True, default=str)
@@ -341,6 +289,13 @@ def record_queue_wait(queue: str, task_name: str, seconds: float) -> None:
     queue_wait.record(max(seconds, 0.0), _metric_attributes(queue, task_name))
 
 
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
 def error_type_of(exception: BaseException) -> str:
     """The `error.type` value: the exception's qualified class name."""
     cls = type(exception)
@@ -355,12 +310,12 @@ def error_type_of(exception: BaseException) -> str:
 _current_job: contextvars.ContextVar[tuple[Job, AttemptSpan] | None] = contextvars.ContextVar(
     "tracedjobs_current_job", default=None
 )
-_factory_installed = False
 
 
 @contextlib.contextmanager
 def job_log_context(job: Job, span: AttemptSpan) -> Iterator[None]:
-    """While a job runs, log records carry its job id, task name, trace id and span id."""
+    """While a job runs, log records can carry its job id, task name, trace id and span id
+    (see :class:`LogContextFilter`)."""
     token = _current_job.set((job, span))
     try:
         yield
@@ -368,23 +323,19 @@ def job_log_context(job: Job, span: AttemptSpan) -> Iterator[None]:
         _current_job.reset(token)
 
 
-def install_log_correlation() -> None:
-    """Add ``job_id``, ``task_name``, ``trace_id`` and ``span_id`` to every log record.
+class LogContextFilter(logging.Filter):
+    """Adds ``job_id``, ``task_name``, ``trace_id`` and ``span_id`` to the records it sees.
 
-    Outside a job they are empty strings, so format strings can always use them.
+    Inside a job they describe that job (the innermost span, e.g. one the task opened, else
+    the attempt's own); outside they are empty strings, so format strings can always use
+    them. Attach it to your handlers (the ``tracedjobs`` command line does so for its own):
+    tracedjobs changes no process-wide logging state.
     """
-    global _factory_installed
-    if _factory_installed:
-        return
-    _factory_installed = True
-    previous = logging.getLogRecordFactory()
 
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
+    def filter(self, record: logging.LogRecord) -> bool:
         job, attempt_span = _current_job.get() or (None, None)
         record.job_id = job.id if job else ""
         record.task_name = job.task_name if job else ""
-        # The innermost span (e.g. one the task opened), else the attempt's own.
         span_context = trace.get_current_span().get_span_context()
         if span_context.is_valid:
             record.trace_id = format(span_context.trace_id, "032x")
@@ -392,13 +343,7 @@ def install_log_correlation() -> None:
         else:
             record.trace_id = (attempt_span.trace_id if attempt_span else None) or ""
             record.span_id = (attempt_span.span_id if attempt_span else None) or ""
-        return record
-
-    logging.setLogRecordFactory(factory)
-
-
-def worker_started(worker: Any) -> None:
-    install_log_correlation()
+        return True
 
 
 # -- database-wide gauges ------------------------------------------------------------------

@@ -97,5 +97,44 @@ def schedule_to_datetime(
 
 
 def redact_url(url: str) -> str:
-    """The database URL without its password, for logs, errors and `top`."""
-    return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", re.sub(r"(password=)[^&\s]+", r"\1***", url))
+    """The database URL without its password, for logs, errors and `top`.
+
+    Parsed by libpq's own rules (psycopg's ``conninfo_to_dict``), so what is hidden is what
+    libpq would send as the password, whatever the quoting or escaping. What cannot be
+    parsed is not shown at all.
+    """
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url)
+    except (ProgrammingError, ValueError, TypeError):
+        return "<database URL hidden: it could not be parsed>"
+    had_password = params.pop("password", None) is not None
+    secret = "***"
+    if url.strip().startswith(("postgresql://", "postgres://")):
+        # "u:p@ss@h": libpq reads host "ss@h"; the user meant "p@ss" as the password.
+        host = str(params.pop("host", "") or "").rsplit("@", 1)[-1]
+        user = params.pop("user", "")
+        port = params.pop("port", "")
+        dbname = params.pop("dbname", "")
+        auth = f"{user}:{secret}@" if user and had_password else f"{user}@" if user else ""
+        if had_password and not user:
+            params["password"] = secret
+        location = host if host and not host.startswith("/") else ""
+        if location and port and "," not in str(port):
+            location += f":{port}"
+        elif host.startswith("/"):
+            params = {"host": host, **({"port": port} if port else {}), **params}
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"postgresql://{auth}{location}/{dbname}" + (f"?{query}" if query else "")
+    shown = [f"{k}={_conninfo_value(str(v))}" for k, v in params.items()]
+    if had_password:
+        shown.append(f"password={secret}")
+    return " ".join(shown)
+
+
+def _conninfo_value(value: str) -> str:
+    if value and not re.search(r"[\s'\\]", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -1,8 +1,10 @@
 """The worker: claims jobs, runs them, records their results, and shuts down cleanly.
 
-One loop owns the database round trips: whenever a slot frees up it records the finished
-attempts *and* claims replacements in a single transaction, so a busy worker pays one round
-trip per batch of jobs, and a result is durable before the next job of that slot starts.
+One loop owns the job round trips: whenever a slot frees up it records the finished
+attempts *and* claims replacements in one transaction, so a busy worker pays one round
+trip per batch of jobs, and a result is durable before its job counts as done. Side loops
+(heartbeat, rescue, LISTEN, abort polling, periodic deferral, gauges) run beside it under
+one error policy (``supervisor.py``): none of them can stop the worker or its jobs.
 """
 
 from __future__ import annotations
@@ -15,49 +17,74 @@ import signal
 import socket
 import sys
 import threading
-import time
-import traceback
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import anyio
 import psycopg
 from anyio.abc import TaskGroup
-from psycopg_pool import AsyncConnectionPool
 
-from tracedjobs import gauges, heartbeat, periodic, retry, telemetry
-from tracedjobs.connector import describe_connection_error
+from tracedjobs import gauges, outcomes, periodic, supervisor, telemetry
+from tracedjobs.connector import first_line
 from tracedjobs.context import JobContext
-from tracedjobs.exceptions import DeferJob, JobAborted, TaskNotFound
+from tracedjobs.exceptions import TaskNotFound
+from tracedjobs.execution import Ended, Execution, TaskThreads
+from tracedjobs.heartbeat import Heartbeat, rescue
 from tracedjobs.jobs import AttemptResult, Job, Outcome, Status
+from tracedjobs.store import ABORT_CHANNEL, Batch, PostgresStore, WorkerInfo, WorkerStore
 
 if TYPE_CHECKING:
     from tracedjobs.app import App
-    from tracedjobs.tasks import Task
 
 logger = logging.getLogger("tracedjobs.worker")
 
 DEFAULT_POLLING_INTERVAL = 5.0
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 DEFAULT_STALLED_WORKER_TIMEOUT = 30.0
-_MAX_ERROR_MESSAGE = 4000
-_DB_ERRORS = (psycopg.OperationalError, psycopg.errors.AdminShutdown, OSError)
+# After a shutdown's abort, how long a sync task gets to notice should_abort().
+SYNC_ABORT_GRACE = 5.0
+DeleteJobs = Literal["never", "successful", "always"]
+_DELETE_STATUSES: dict[str, tuple[str, ...]] = {
+    "never": (),
+    "successful": ("succeeded",),
+    "always": ("succeeded", "failed", "cancelled", "aborted"),
+}
 
 
-class _Running:
-    """Book-keeping for one job in flight."""
+class WorkerOptions(TypedDict, total=False):
+    """Options of ``app.run_worker()`` — Procrastinate's names, plus a few of ours."""
 
-    __slots__ = ("context", "scope", "task")
+    queues: Sequence[str] | None
+    name: str | None
+    concurrency: int
+    wait: bool
+    listen_notify: bool
+    fetch_job_polling_interval: float
+    abort_job_polling_interval: float
+    shutdown_graceful_timeout: float | None
+    delete_jobs: DeleteJobs | None
+    additional_context: dict[str, Any] | None
+    install_signal_handlers: bool
+    update_heartbeat_interval: float
+    stalled_worker_timeout: float
+    # tracedjobs' own:
+    rescue_stalled: bool
+    periodic_tasks: bool
+    periodic_catch_up: float
+    # Older tracedjobs names, still accepted:
+    polling_interval: float
+    shutdown_timeout: float | None
 
-    def __init__(self, context: JobContext, task: Task[Any, Any] | None) -> None:
-        self.context = context
-        self.task = task
-        self.scope: anyio.CancelScope | None = None
+
+_ALIASES = {
+    "polling_interval": "fetch_job_polling_interval",
+    "shutdown_timeout": "shutdown_graceful_timeout",
+}
 
 
 class _Submitted:
-    """A finished attempt waiting to be written; ``done`` fires once it is."""
+    """A finished attempt waiting to be written; ``done`` fires once its fate is known."""
 
     __slots__ = ("done", "recorded", "result")
 
@@ -66,515 +93,521 @@ class _Submitted:
         self.done = anyio.Event()
         self.recorded = False
 
+    def settle(self, recorded: bool) -> None:
+        self.recorded = recorded
+        self.done.set()
+
 
 class Worker:
-    def __init__(
-        self,
-        app: App,
-        *,
-        queues: Sequence[str] | None = None,
-        concurrency: int = 1,
-        name: str | None = None,
-        wait: bool = True,
-        listen_notify: bool = True,
-        polling_interval: float = DEFAULT_POLLING_INTERVAL,
-        update_heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
-        stalled_worker_timeout: float = DEFAULT_STALLED_WORKER_TIMEOUT,
-        rescue_stalled: bool = True,
-        periodic_tasks: bool = True,
-        periodic_catch_up: float = periodic.DEFAULT_CATCH_UP_SECONDS,
-        install_signal_handlers: bool = True,
-        shutdown_timeout: float | None = None,
-    ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if stalled_worker_timeout <= update_heartbeat_interval:
+    def __init__(self, app: App, *, store: WorkerStore | None = None, **options: Any) -> None:
+        unknown = set(options) - set(WorkerOptions.__annotations__)
+        if unknown:
+            raise TypeError(
+                f"unknown worker option(s) {', '.join(sorted(unknown))}; valid options: "
+                f"{', '.join(sorted(WorkerOptions.__annotations__))}"
+            )
+        for old, new in _ALIASES.items():
+            if old in options:
+                options.setdefault(new, options.pop(old))
+        o: WorkerOptions = options  # type: ignore[assignment]
+        concurrency = o.get("concurrency", 1)
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError("concurrency must be a whole number, at least 1")
+        self.update_heartbeat_interval = float(
+            o.get("update_heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL)
+        )
+        self.stalled_worker_timeout = float(
+            o.get("stalled_worker_timeout", DEFAULT_STALLED_WORKER_TIMEOUT)
+        )
+        if self.stalled_worker_timeout <= self.update_heartbeat_interval:
             raise ValueError(
                 "stalled_worker_timeout must be longer than update_heartbeat_interval, "
                 "or live workers would be declared dead"
             )
+        delete_jobs = o.get("delete_jobs") or "never"
+        if str(delete_jobs) not in _DELETE_STATUSES:
+            raise ValueError(
+                f"delete_jobs must be one of {', '.join(_DELETE_STATUSES)}, not {delete_jobs!r}"
+            )
         self.app = app
-        self.manager = app.job_manager
+        queues = o.get("queues")
         self.queues = list(queues) if queues else None
         self.concurrency = concurrency
         self.id = str(uuid.uuid4())
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
-        self.name = name or f"{self.hostname}:{self.pid}"
-        self.wait = wait
-        self.listen_notify = listen_notify
-        self.polling_interval = polling_interval
-        self.update_heartbeat_interval = update_heartbeat_interval
-        self.stalled_worker_timeout = stalled_worker_timeout
-        self.rescue_stalled = rescue_stalled
-        self.periodic_tasks = periodic_tasks and wait
-        self.periodic_catch_up = periodic_catch_up
-        self.install_signal_handlers = install_signal_handlers
-        self.shutdown_timeout = shutdown_timeout
+        self.name = o.get("name") or f"{self.hostname}:{self.pid}"
+        self.wait = o.get("wait", True)
+        self.listen_notify = o.get("listen_notify", True)
+        self.polling_interval = float(o.get("fetch_job_polling_interval", DEFAULT_POLLING_INTERVAL))
+        self.abort_polling_interval = float(
+            o.get("abort_job_polling_interval", self.polling_interval)
+        )
+        self.shutdown_graceful_timeout = o.get("shutdown_graceful_timeout")
+        self.delete_statuses = _DELETE_STATUSES[str(delete_jobs)]
+        self.additional_context = dict(o.get("additional_context") or {})
+        self.install_signal_handlers = o.get("install_signal_handlers", True)
+        self.rescue_stalled = o.get("rescue_stalled", True)
+        self.periodic_tasks = o.get("periodic_tasks", True) and self.wait
+        self.periodic_catch_up = float(
+            o.get("periodic_catch_up", periodic.DEFAULT_CATCH_UP_SECONDS)
+        )
+        self.info = WorkerInfo(
+            id=self.id,
+            name=self.name,
+            hostname=self.hostname,
+            pid=self.pid,
+            queues=self.queues,
+            concurrency=self.concurrency,
+        )
+        self.store: WorkerStore = store or PostgresStore(
+            app.connector, name=f"tracedjobs-worker-{self.id[:8]}"
+        )
+        self.jobs_processed = 0
 
-        self._running: dict[int, _Running] = {}
-        self._executing = 0  # jobs whose function has not returned yet
+        self._threads = TaskThreads()
+        self._running: dict[int, Execution] = {}
+        self._abandoned: set[Execution] = set()
+        self._busy = 0  # slots taken: jobs running, and sync threads abandoned past a timeout
         self._pending: list[_Submitted] = []
         self._stopping = False
-        self._wake: anyio.Event | None = None
-        self._limiter = anyio.CapacityLimiter(concurrency)
-        self._pool: AsyncConnectionPool[Any] | None = None
+        self._wake = anyio.Event()
+        self._side: TaskGroup | None = None
         self._signals_seen = 0
-        self.jobs_processed = 0
+        self._owner_thread: int | None = None
+        self._portal_loop: Any = None
 
     # -- public ------------------------------------------------------------------------
 
+    @property
+    def log_context(self) -> dict[str, Any]:
+        return {"name": self.name, "worker_id": self.id, "queues": list(self.queues or [])}
+
     def stop(self) -> None:
-        """Stop fetching; running jobs finish, then ``run()`` returns."""
-        if not self._stopping:
-            self._stopping = True
-            self._poke()
+        """Stop fetching; running jobs finish (see ``shutdown_graceful_timeout``), then
+        ``run()`` returns. Safe to call from any thread."""
+        if self._portal_loop is not None and threading.get_ident() != self._owner_thread:
+            self._portal_loop.call_soon_threadsafe(self.stop)
+            return
+        if self._stopping:
+            return
+        self._stopping = True
+        logger.info(
+            "worker %s: stop requested",
+            self.name,
+            extra={"action": "stopping_worker", "worker": self.log_context},
+        )
+        if self.shutdown_graceful_timeout is not None and self._side is not None:
+            self._side.start_soon(self._graceful_deadline, float(self.shutdown_graceful_timeout))
+        self._poke()
 
     async def run(self) -> None:
-        self._pool = AsyncConnectionPool(
-            self.app.connector.url,
-            min_size=2,
-            max_size=4,
-            open=False,
-            kwargs={"autocommit": True},
-            name=f"tracedjobs-worker-{self.id[:8]}",
-        )
+        """Run until stopped (or, with ``wait=False``, until no job is ready).
+
+        Cancelling the task that runs this stops the worker as ``stop()`` does — running
+        jobs get ``shutdown_graceful_timeout`` to finish, then are aborted and recorded —
+        and the cancellation is raised once that is done (as in Procrastinate).
+        """
+        import asyncio
+
+        self._owner_thread = threading.get_ident()
+        self._portal_loop = asyncio.get_running_loop()
+        finished = anyio.Event()
+        failure: list[BaseException] = []
+
+        async def body() -> None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._run()
+                except BaseException as exc:  # re-raised below, outside the task group
+                    failure.append(exc)
+                finally:
+                    finished.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(body)
+            try:
+                await finished.wait()
+            except anyio.get_cancelled_exc_class():
+                self.stop()
+                with anyio.CancelScope(shield=True):
+                    await finished.wait()
+                raise
+        if failure:
+            raise failure[0]
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        await self.store.open()
         try:
-            await self._pool.open(wait=True, timeout=30)
-        except Exception as exc:
-            await self._pool.close()
-            raise psycopg.OperationalError(
-                describe_connection_error(self.app.connector.url, exc)
-            ) from exc
-        try:
-            await self._register()
+            await self.store.register(self.info)
             logger.info(
-                "worker %s (%s) started: queues=%s concurrency=%d",
+                "worker %s started: queues=%s concurrency=%d database=%s",
                 self.name,
-                self.id,
                 ",".join(self.queues) if self.queues else "all",
                 self.concurrency,
+                self.app.connector.safe_url,
+                extra={"action": "start_worker", "worker": self.log_context},
             )
-            async with anyio.create_task_group() as tg:
-                if (
-                    self.install_signal_handlers
-                    and threading.current_thread() is threading.main_thread()
-                ):
-                    tg.start_soon(self._signal_loop)
-                tg.start_soon(self._heartbeat_loop)
-                if self.rescue_stalled or self.wait:
-                    tg.start_soon(self._rescue_loop)
-                if self.listen_notify:
-                    tg.start_soon(self._listen_loop)
-                tg.start_soon(self._abort_poll_loop)
-                tg.start_soon(gauges.export_loop, self)
-                if self.periodic_tasks and self.app.periodic_registry.tasks:
-                    tg.start_soon(self._periodic_loop)
-                telemetry.worker_started(self)
-                await self._fetch_loop(tg)
-                tg.cancel_scope.cancel()
-            await self._unregister()
-            logger.info("worker %s stopped after %d jobs", self.name, self.jobs_processed)
+            async with anyio.create_task_group() as side:
+                self._side = side
+                self._start_side_loops(side)
+                try:
+                    async with anyio.create_task_group() as jobs:
+                        await self._fetch_loop(jobs)
+                finally:
+                    side.cancel_scope.cancel()
         finally:
-            await self._pool.close()
+            with anyio.CancelScope(shield=True):
+                await self._unregister()
+                self._report_abandoned()
+                self._threads.close()
+                with anyio.move_on_after(10):
+                    await self.store.close()
+        logger.info(
+            "worker %s stopped after %d jobs",
+            self.name,
+            self.jobs_processed,
+            extra={"action": "stop_worker", "worker": self.log_context},
+        )
+
+    def _start_side_loops(self, side: TaskGroup) -> None:
+        every, forever = supervisor.every, supervisor.forever
+        if self.install_signal_handlers and threading.current_thread() is threading.main_thread():
+            side.start_soon(self._signal_loop)
+        side.start_soon(every, "heartbeat", self.update_heartbeat_interval, Heartbeat(self).beat)
+        if self.rescue_stalled or self.wait:
+            side.start_soon(
+                functools.partial(
+                    every,
+                    "stalled-job rescue",
+                    self.update_heartbeat_interval,
+                    functools.partial(rescue, self),
+                    first=0.0,
+                )
+            )
+        if self.listen_notify:
+            side.start_soon(forever, "LISTEN", self._listen)
+        side.start_soon(every, "abort poll", self.abort_polling_interval, self._poll_aborts)
+        side.start_soon(gauges.export_loop, self)
+        if self.periodic_tasks and self.app.periodic_registry.tasks:
+            deferrer = periodic.Deferrer(
+                self.store, self.app.periodic_registry, self.periodic_catch_up
+            )
+            side.start_soon(
+                functools.partial(
+                    every, "periodic deferral", deferrer.next_in, deferrer.step, first=0.0
+                )
+            )
+
+    async def _unregister(self) -> None:
+        try:
+            with anyio.fail_after(10):
+                await self.store.unregister(self.id)
+        except (Exception, TimeoutError) as exc:
+            logger.warning(
+                "could not delete the worker row (%s); peers will prune it after %.0f s",
+                first_line(exc),
+                self.stalled_worker_timeout,
+            )
+
+    def _report_abandoned(self) -> None:
+        stuck = [e for e in self._abandoned if not e.thread_done]
+        if stuck:
+            logger.warning(
+                "worker %s: %d sync task thread(s) still running past their timeout or abort "
+                "(jobs %s); they are daemon threads and end with the process",
+                self.name,
+                len(stuck),
+                ", ".join(str(e.job.id) for e in stuck),
+                extra={"action": "abandoned_threads", "worker": self.log_context},
+            )
 
     # -- the fetch loop ----------------------------------------------------------------
 
     def _poke(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        self._wake.set()
 
-    async def _fetch_loop(self, tg: TaskGroup) -> None:
-        assert self._pool is not None
-        backoff = 0.0
-        self._wake = anyio.Event()
+    async def _fetch_loop(self, jobs: TaskGroup) -> None:
+        health = supervisor.Health("job fetch")
         while True:
-            if self._stopping and self._executing == 0 and not self._pending:
+            if self._stopping and not self._running and not self._pending:
                 return
-            free = 0 if self._stopping else self.concurrency - self._executing
+            free = 0 if self._stopping else self.concurrency - self._busy
             submitted, self._pending = self._pending, []
             # Pokes from here on (a job finishing, a notification) wake the next wait.
             self._wake = anyio.Event()
-            timeout: float | None = None
+            timeout = math.inf
             if submitted or free > 0:
                 try:
-                    async with self._pool.connection() as conn:
-                        rows, recorded = await self.manager.claim_jobs(
-                            conn,
-                            worker_id=self.id,
-                            worker_name=self.name,
-                            queues=self.queues,
-                            limit=free,
-                            finished=[s.result for s in submitted],
-                        )
-                        if not rows and free > 0:
-                            timeout = await self._idle_timeout(conn)
-                    backoff = 0.0
-                except (*_DB_ERRORS, psycopg.Error) as exc:
-                    self._pending = submitted + self._pending
-                    backoff = min(max(backoff * 2, 0.5), 10.0)
-                    logger.warning(
-                        "database unreachable (%s); retrying in %.1f s", _first_line(exc), backoff
-                    )
-                    await anyio.sleep(backoff)
+                    # A claim the database committed must reach us: never cancel it midway.
+                    with anyio.CancelScope(shield=True):
+                        batch = await self._exchange(submitted, free)
+                except Exception as exc:
+                    self._pending = [s for s in submitted if not s.done.is_set()] + self._pending
+                    await anyio.sleep(health.failed(exc))
                     continue
-                for item in submitted:
-                    item.recorded = item.result.job_id in recorded
-                    item.done.set()
-                for row in rows:
-                    self._executing += 1
-                    tg.start_soon(self._run_job, row)
-                if rows or self._stopping:
-                    # Stopping: re-check at the top whether that was the last job.
+                health.ok()
+                for row in batch.claimed:
+                    self._busy += 1
+                    jobs.start_soon(self._run_job, row)
+                if batch.claimed or self._stopping:
                     continue
-                if not self.wait and self._executing == 0 and not self._pending:
+                if not self.wait and not self._running and not self._pending:
                     return
+                if free > 0 and self.wait:
+                    timeout = self._idle_timeout(batch.next_in)
             if self._pending:
                 continue
-            with anyio.move_on_after(math.inf if timeout is None else timeout):
+            with anyio.move_on_after(timeout):
                 await self._wake.wait()
 
-    async def _idle_timeout(self, conn: psycopg.AsyncConnection[Any]) -> float | None:
-        """How long to sleep with nothing to claim: until the next scheduled job, at most
-        the polling interval (a fallback for missed notifications)."""
-        if not self.wait:
-            return None
+    def _idle_timeout(self, next_in: float | None) -> float:
+        """With nothing to claim: until the next scheduled job, at most the polling interval
+        (a fallback for missed notifications)."""
         poll = self.polling_interval if self.listen_notify else min(self.polling_interval, 1.0)
-        next_in = await self.manager.next_scheduled_in(conn, self.queues)
         if next_in is not None:
             return max(0.0, min(poll, next_in + 0.001))
         return poll
 
+    async def _exchange(self, submitted: list[_Submitted], free: int) -> Batch:
+        """Write the finished attempts and claim up to ``free`` jobs; settles each item whose
+        fate is known (also when it raises)."""
+        results = [s.result for s in submitted]
+        try:
+            batch = await self.store.finish_and_claim(
+                results, worker=self.info, limit=free, delete_statuses=self.delete_statuses
+            )
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            if not results:
+                raise
+            # One result the database refuses must not hold back the others: write them one
+            # at a time, and fail the refused ones with a clear error.
+            logger.warning(
+                "the database refused a batch of %d result(s) (%s); recording them one by one",
+                len(results),
+                first_line(exc),
+                extra={"action": "batch_refused", "worker": self.log_context},
+            )
+            for item in submitted:
+                await self._record_alone(item)
+            batch = await self.store.finish_and_claim([], worker=self.info, limit=free)
+            return batch
+        for item in submitted:
+            item.settle(item.result.job_id in batch.recorded)
+        return batch
+
+    async def _record_alone(self, item: _Submitted) -> None:
+        try:
+            batch = await self.store.finish_and_claim(
+                [item.result], worker=self.info, limit=0, delete_statuses=self.delete_statuses
+            )
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            result = item.result
+            message = (
+                f"the database refused this attempt's result ({first_line(exc)}); the job was "
+                f"failed instead of ending {result.outcome}"
+            )
+            logger.error("job %s: %s", result.job_id, message, extra={"action": "result_refused"})
+            recorded = await self.store.fail_unrecordable(result, message)
+            item.result = AttemptResult(
+                job_id=result.job_id,
+                attempt_id=result.attempt_id,
+                status=Status.FAILED,
+                outcome=Outcome.FAILED,
+                event="failed",
+                duration=result.duration,
+                error_type="tracedjobs.ResultRefused",
+                error_message=message,
+                trace_id=result.trace_id,
+                span_id=result.span_id,
+            )
+            item.settle(recorded)
+            return
+        item.settle(item.result.job_id in batch.recorded)
+
     # -- running one job ---------------------------------------------------------------
 
     async def _run_job(self, row: dict[str, Any]) -> None:
-        job = Job.from_row(row)
-        task = self.app.tasks.get(job.task_name)
-        context = JobContext(
-            app=self.app,
-            job=job,
-            task=task,  # type: ignore[arg-type]  # None only for an unknown task, which fails
-            worker_name=self.name,
-            worker_id=self.id,
-        )
-        running = _Running(context, task)
-        self._running[job.id] = running
         try:
-            with telemetry.process_span(
-                job,
-                worker_name=self.name,
-                trace_parent=self.app.trace_parent,
-                record_args=self.app.record_args,
-            ) as span:
-                context.trace_id, context.span_id = span.trace_id, span.span_id
-                telemetry.record_queue_wait(job.queue_name, job.task_name, row["queue_wait"])
-                with telemetry.job_log_context(job, span):
-                    started = time.perf_counter()
-                    exception = await self._execute(job, task, running)
-                    duration = time.perf_counter() - started
-                result = self._result(job, task, exception, duration, span)
-                self._executing -= 1
-                submitted = _Submitted(result)
-                self._pending.append(submitted)
-                self._poke()
-                await submitted.done.wait()
-                self._log_result(job, result, submitted.recorded, duration)
-                if submitted.recorded:
-                    span.finish(str(result.outcome), exception, result.error_type)
-                    telemetry.record_attempt(
-                        queue=job.queue_name,
-                        task_name=job.task_name,
-                        outcome=str(result.outcome),
-                        duration=duration,
-                        error_type=result.error_type,
-                    )
-                else:
-                    span.finish_discarded()
-        finally:
-            self._running.pop(job.id, None)
-            self.jobs_processed += 1
-
-    async def _execute(
-        self, job: Job, task: Task[Any, Any] | None, running: _Running
-    ) -> BaseException | None:
-        """Run the task function; returns the exception it ended with (None on success)."""
+            job = Job.from_row(row)
+        except Exception as exc:  # a row this version cannot read: fail it, go on
+            logger.error("job %s: unreadable row (%s)", row.get("id"), first_line(exc))
+            job = Job(
+                id=row["id"],
+                task_name=str(row.get("task_name")),
+                queue_name=str(row.get("queue_name")),
+                args={},
+                attempt_id=row.get("attempt_id"),
+            )
+            await self._finish(job, None, Ended(exc, 0.0), None, row.get("queue_wait"))
+            return
+        task = self.app.tasks.get(job.task_name)
+        execution = None
         if task is None:
             known = ", ".join(sorted(self.app.tasks)) or "none"
-            return TaskNotFound(
-                f"no task named {job.task_name!r} is registered in this worker's app "
-                f"(known: {known})"
+            ended = Ended(
+                TaskNotFound(
+                    f"no task named {job.task_name!r} is registered in this worker's app "
+                    f"(known: {known})"
+                ),
+                0.0,
             )
-        deadline = anyio.current_time() + task.timeout if task.timeout else math.inf
-        args: tuple[Any, ...] = (running.context,) if task.pass_context else ()
-        kwargs = job.args if isinstance(job.args, dict) else {}
-        try:
-            with anyio.CancelScope(deadline=deadline) as scope:
-                running.scope = scope
-                if task.is_async:
-                    await task.func(*args, **kwargs)
-                else:
-                    await anyio.to_thread.run_sync(
-                        functools.partial(task.func, *args, **kwargs),
-                        abandon_on_cancel=True,
-                        limiter=self._limiter,
-                    )
-        except (Exception, SystemExit) as exc:
-            if running.context.should_abort() and not isinstance(exc, JobAborted):
-                # Asked to stop: however the task then ends, the job is aborted, not retried.
-                aborted = JobAborted(f"job {job.id} was aborted ({type(exc).__name__}: {exc})")
-                aborted.__cause__ = exc
-                return aborted
-            return exc
-        if scope.cancelled_caught:
-            if running.context.should_abort():
-                return JobAborted(f"job {job.id} was aborted")
-            if task.is_async:
-                return TimeoutError(f"job {job.id} ran longer than its timeout of {task.timeout} s")
-            return TimeoutError(
-                f"job {job.id} ran longer than its timeout of {task.timeout} s "
-                "(the sync task's thread cannot be interrupted and may still be running)"
+        elif not isinstance(job.args, dict):
+            ended = Ended(
+                TypeError(
+                    f"job {job.id}: its args are not a JSON object ({type(job.args).__name__})"
+                ),
+                0.0,
             )
-        return None
+        else:
+            context = JobContext(
+                app=self.app,
+                job=job,
+                task=task,
+                worker_name=self.name,
+                worker_id=self.id,
+                worker_queues=self.queues,
+                additional_context=dict(self.additional_context),
+            )
+            execution = Execution(job, task, context, self._threads)
+            ended = None
+        await self._finish(job, execution, ended, task, row.get("queue_wait"))
 
-    def _result(
+    async def _finish(
         self,
         job: Job,
-        task: Task[Any, Any] | None,
-        exception: BaseException | None,
-        duration: float,
-        span: telemetry.AttemptSpan,
-    ) -> AttemptResult:
-        common: dict[str, Any] = {
-            "job_id": job.id,
-            "attempt_id": job.attempt_id,
-            "duration": duration,
-            "trace_id": span.trace_id,
-            "span_id": span.span_id,
-        }
-        if exception is None:
-            return AttemptResult(
-                status=Status.SUCCEEDED, outcome=Outcome.SUCCEEDED, event="succeeded", **common
+        execution: Execution | None,
+        ended: Ended | None,
+        task: Any,
+        queue_wait: float | None,
+    ) -> None:
+        """Run the execution (if any) in its span, then record the result."""
+        with telemetry.process_span(
+            job,
+            worker_name=self.name,
+            trace_parent=self.app.trace_parent,
+            record_args=self.app.record_args,
+        ) as span:
+            telemetry.record_queue_wait(job.queue_name, job.task_name, queue_wait or 0.0)
+            if execution is not None:
+                execution.context.trace_id, execution.context.span_id = span.trace_id, span.span_id
+                self._running[job.id] = execution
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "job %s (%s) attempt %d started",
+                        job.id,
+                        job.task_name,
+                        job.attempt_number,
+                        extra=outcomes.log_extra("start_job", job, self.log_context),
+                    )
+                try:
+                    with telemetry.job_log_context(job, span):
+                        ended = await execution.run()
+                finally:
+                    self._running.pop(job.id, None)
+            assert ended is not None
+            result = outcomes.attempt_result(
+                job,
+                task,
+                ended,
+                aborted_by=execution.aborted_by if execution else None,
+                trace_id=span.trace_id,
+                span_id=span.span_id,
             )
-        if isinstance(exception, DeferJob):
-            return AttemptResult(
-                status=Status.TODO,
-                outcome=Outcome.DEFERRED,
-                event="rescheduled",
-                increment_attempts=exception.increment_attempts,
-                retry_in=exception.delay,
-                **common,
+            self._release(execution, ended)
+            submitted = _Submitted(result)
+            self._pending.append(submitted)
+            self._poke()
+            await submitted.done.wait()
+            result = submitted.result
+            outcomes.log_result(
+                job,
+                result,
+                recorded=submitted.recorded,
+                duration=ended.duration,
+                worker=self.log_context,
             )
-        common["error_type"] = telemetry.error_type_of(exception)
-        # PostgreSQL text cannot hold NUL: one such message must not wedge the worker.
-        common["error_message"] = str(exception)[:_MAX_ERROR_MESSAGE].replace("\x00", "\\x00")
-        common["traceback"] = "".join(
-            traceback.format_exception(type(exception), exception, exception.__traceback__)
-        ).replace("\x00", "\\x00")
-        if isinstance(exception, JobAborted):
-            return AttemptResult(
-                status=Status.ABORTED, outcome=Outcome.ABORTED, event="aborted", **common
-            )
-        decision = None
-        if task is not None:
-            try:
-                decision = retry.decide(task.retry_strategy, exception, job)
-            except Exception:
-                logger.exception("retry strategy of task %s raised; not retrying", job.task_name)
-        if decision is None:
-            return AttemptResult(
-                status=Status.FAILED, outcome=Outcome.FAILED, event="failed", **common
-            )
-        return AttemptResult(
-            status=Status.TODO,
-            outcome=Outcome.RETRIED,
-            event="deferred_for_retry",
-            retry_in=decision.delay_seconds,
-            retry_at=decision.retry_at,
-            priority=decision.priority,
-            queue=decision.queue,
-            lock=decision.lock,
-            **common,
-        )
+            if submitted.recorded:
+                span.finish(str(result.outcome), ended.exception, result.error_type)
+                telemetry.record_attempt(
+                    queue=job.queue_name,
+                    task_name=job.task_name,
+                    outcome=str(result.outcome),
+                    duration=ended.duration,
+                    error_type=result.error_type,
+                )
+            else:
+                span.finish_discarded()
+        self.jobs_processed += 1
 
-    def _log_result(self, job: Job, result: AttemptResult, recorded: bool, duration: float) -> None:
-        if not recorded:
-            logger.warning(
-                "job %s (%s) finished (%s) after this worker was declared dead and the attempt "
-                "was recorded lost; this late result was discarded",
-                job.id,
-                job.task_name,
-                result.outcome,
-            )
+    def _release(self, execution: Execution | None, ended: Ended) -> None:
+        """Free the job's slot — unless its sync thread runs on past a timeout or abort:
+        then the slot is freed when that thread returns."""
+        if execution is None or not ended.thread_abandoned or execution.thread_done:
+            self._busy -= 1
             return
-        if result.outcome in (Outcome.FAILED, Outcome.RETRIED):
-            logger.warning(
-                "job %s (%s) attempt %d %s in %.3f s: %s: %s",
-                job.id,
-                job.task_name,
-                job.attempts + 1,
-                result.outcome,
-                duration,
-                result.error_type,
-                result.error_message,
-            )
-        elif logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "job %s (%s) %s in %.3f s", job.id, job.task_name, result.outcome, duration
-            )
+        self._abandoned.add(execution)
+
+        def returned() -> None:
+            self._abandoned.discard(execution)
+            self._busy -= 1
+            self._poke()
+
+        execution.on_thread_done = returned
 
     # -- aborts ------------------------------------------------------------------------
 
-    def _abort(self, job_id: int) -> None:
-        running = self._running.get(job_id)
-        if running is None or running.context.should_abort():
+    def _abort(self, job_id: int, reason: str = "request") -> None:
+        execution = self._running.get(job_id)
+        if execution is None or execution.aborted_by is not None:
             return
-        logger.info("job %s: abort requested", job_id)
-        running.context._abort.set()
-        # Async tasks are cancelled; sync ones see context.should_abort().
-        if running.task is not None and running.task.is_async and running.scope is not None:
-            running.scope.cancel()
+        logger.info(
+            "job %s: abort requested",
+            job_id,
+            extra=outcomes.log_extra("abort_job", execution.job, self.log_context, reason=reason),
+        )
+        execution.abort(reason)
 
-    async def _abort_poll_loop(self) -> None:
+    async def _poll_aborts(self) -> None:
         """A fallback for missed abort notifications."""
-        assert self._pool is not None
-        while True:
-            await anyio.sleep(self.polling_interval)
-            if not self._running:
-                continue
-            try:
-                async with self._pool.connection() as conn:
-                    for job_id in await self.manager.aborting_job_ids(conn, self.id):
-                        self._abort(job_id)
-            except _DB_ERRORS:
-                pass  # the fetch loop reports database trouble
+        if self._running:
+            for job_id in await self.store.aborting_job_ids(self.id):
+                self._abort(job_id)
+
+    async def _graceful_deadline(self, timeout: float) -> None:
+        await anyio.sleep(timeout)
+        if not self._running:
+            return
+        logger.warning(
+            "worker %s: %d job(s) still running after the graceful timeout of %.1f s; "
+            "aborting them",
+            self.name,
+            len(self._running),
+            timeout,
+            extra={"action": "stop_worker", "worker": self.log_context},
+        )
+        for execution in list(self._running.values()):
+            execution.abort("shutdown")
+        await anyio.sleep(SYNC_ABORT_GRACE)
+        for execution in list(self._running.values()):
+            execution.abandon()
 
     # -- LISTEN/NOTIFY -----------------------------------------------------------------
 
-    async def _listen_loop(self) -> None:
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self.app.connector.url, autocommit=True
-                )
-            except _DB_ERRORS:
-                await anyio.sleep(self.polling_interval)
-                continue
-            try:
-                async with conn:
-                    await conn.execute("LISTEN tracedjobs_jobs")
-                    await conn.execute("LISTEN tracedjobs_abort")
-                    self._poke()  # anything deferred while we were not listening
-                    async for notify in conn.notifies():
-                        if notify.channel == "tracedjobs_abort":
-                            self._abort(int(notify.payload))
-                        elif self.queues is None or notify.payload in self.queues:
-                            self._poke()
-            except _DB_ERRORS as exc:
-                logger.warning("lost the LISTEN connection (%s); reconnecting", _first_line(exc))
-                await anyio.sleep(min(self.polling_interval, 1.0))
-
-    # -- heartbeats, rescue, periodic tasks --------------------------------------------
-
-    async def _register(self) -> None:
-        assert self._pool is not None
-        async with self._pool.connection() as conn:
-            await self.manager.register_worker(
-                conn,
-                id=self.id,
-                name=self.name,
-                hostname=self.hostname,
-                pid=self.pid,
-                queues=self.queues,
-                concurrency=self.concurrency,
-            )
-
-    async def _unregister(self) -> None:
-        assert self._pool is not None
-        try:
-            async with self._pool.connection() as conn:
-                await self.manager.unregister_worker(conn, self.id)
-        except _DB_ERRORS as exc:
-            logger.warning("could not delete the worker row (%s)", _first_line(exc))
-
-    async def _heartbeat_loop(self) -> None:
-        assert self._pool is not None
-        while True:
-            slept = anyio.current_time()
-            await anyio.sleep(self.update_heartbeat_interval)
-            late = anyio.current_time() - slept - self.update_heartbeat_interval
-            if late > self.stalled_worker_timeout / 2:
-                # A sync call inside an async task blocks the event loop, heartbeats with it.
-                logger.warning(
-                    "worker %s: heartbeat %.1f s late: the event loop was blocked (a blocking "
-                    "call in an async task?) or the process was paused; peers declare a worker "
-                    "dead after %.0f s without heartbeat and rescue its jobs",
-                    self.name,
-                    late,
-                    self.stalled_worker_timeout,
-                )
-            try:
-                async with self._pool.connection() as conn:
-                    if not await self.manager.heartbeat(conn, self.id):
-                        logger.warning(
-                            "worker %s was declared dead by a peer (no heartbeat for %.0f s); "
-                            "registering again. Jobs it was running were rescued and their "
-                            "results will be discarded.",
-                            self.name,
-                            self.stalled_worker_timeout,
-                        )
-                        await self._register()
-            except _DB_ERRORS as exc:
-                logger.warning("heartbeat failed (%s)", _first_line(exc))
-
-    async def _rescue_loop(self) -> None:
-        """Rescue the jobs of dead workers (or just prune their rows when rescue is off)."""
-        assert self._pool is not None
-        while True:
-            try:
-                async with self._pool.connection() as conn:
-                    if self.rescue_stalled:
-                        rescued = await self.manager.rescue_dead_workers(
-                            conn,
-                            self.stalled_worker_timeout,
-                            functools.partial(heartbeat.decide_lost, self.app),
-                            exclude=self.id,
-                        )
-                        for job, result in rescued:
-                            logger.warning(
-                                "job %s (%s) was lost by its worker; now %s",
-                                job.id,
-                                job.task_name,
-                                result.status,
-                            )
-                            telemetry.record_attempt(
-                                queue=job.queue_name,
-                                task_name=job.task_name,
-                                outcome=str(Outcome.LOST),
-                                duration=None,
-                                error_type=result.error_type,
-                            )
-                    else:
-                        await self.manager.prune_dead_workers(conn, self.stalled_worker_timeout)
-                    await self.manager.prune_periodic_ticks(conn)
-            except (*_DB_ERRORS, psycopg.Error) as exc:
-                logger.warning("stalled-job rescue failed (%s)", _first_line(exc))
-            await anyio.sleep(self.update_heartbeat_interval)
-
-    async def _periodic_loop(self) -> None:
-        assert self._pool is not None
-        tasks = self.app.periodic_registry.tasks
-        since = time.time() - self.periodic_catch_up
-        while True:
-            now = time.time()
-            try:
-                async with self._pool.connection() as conn:
-                    for p in tasks:
-                        await periodic.defer_due_ticks(self.manager, conn, p, since=since, now=now)
-                since = now
-            except (*_DB_ERRORS, psycopg.Error) as exc:
-                logger.warning("periodic deferral failed (%s); will catch up", _first_line(exc))
-            next_tick = min(p.next_tick_after(time.time()) for p in tasks)
-            await anyio.sleep(max(0.0, next_tick - time.time()) + 0.005)
+    async def _listen(self, health: supervisor.Health) -> None:
+        async with self.store.listen() as notifications:
+            health.ok()
+            self._poke()  # anything deferred while we were not listening
+            async for notify in notifications:
+                if notify.channel == ABORT_CHANNEL:
+                    try:
+                        self._abort(int(notify.payload))
+                    except ValueError:
+                        logger.warning("ignored a malformed abort notification %r", notify.payload)
+                elif self.queues is None or notify.payload in self.queues:
+                    self._poke()
 
     # -- signals -----------------------------------------------------------------------
 
@@ -588,25 +621,12 @@ class Worker:
                         "received %s: stopping, waiting for %d running job(s) to finish "
                         "(send %s again to exit at once)",
                         name,
-                        self._executing,
+                        len(self._running),
                         name,
                     )
                     self.stop()
-                    if self.shutdown_timeout is not None:
-                        self._arm_shutdown_timeout()
                 else:
                     self._exit_now(name)
-
-    def _arm_shutdown_timeout(self) -> None:
-        timeout = self.shutdown_timeout
-        assert timeout is not None
-
-        def expire() -> None:
-            self._exit_now(f"shutdown timeout of {timeout} s")
-
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
 
     def _exit_now(self, reason: str) -> None:
         logger.warning(
@@ -619,8 +639,3 @@ class Worker:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

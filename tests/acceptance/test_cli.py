@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from tests.helpers import WorkerProcess, run_cli, scalar
+from tracedjobs import migrations
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -151,8 +152,9 @@ def test_migrate_is_idempotent(empty_db_url: str) -> None:
     first = run_cli(empty_db_url, "migrate")
     assert first.returncode == 0 and "applied 0001_initial" in first.stdout
     second = run_cli(empty_db_url, "migrate")
-    assert second.returncode == 0 and "up to date (version 1)" in second.stdout
-    assert scalar(empty_db_url, "SELECT count(*) FROM tracedjobs_migrations") == 1
+    latest = migrations.latest_version()
+    assert second.returncode == 0 and f"up to date (version {latest})" in second.stdout
+    assert scalar(empty_db_url, "SELECT count(*) FROM tracedjobs_migrations") == latest
 
 
 def test_concurrent_migrations_do_not_collide(empty_db_url: str) -> None:
@@ -174,7 +176,7 @@ def test_concurrent_migrations_do_not_collide(empty_db_url: str) -> None:
     results = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], results
     assert sum("applied" in out for out, _err in results) == 1
-    assert scalar(empty_db_url, "SELECT max(version) FROM tracedjobs_migrations") == 1
+    assert scalar(empty_db_url, "SELECT max(version) FROM tracedjobs_migrations") == migrations.latest_version()
 
 
 def test_retry_and_cancel_print_json(db_url: str) -> None:

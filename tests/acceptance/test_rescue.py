@@ -17,7 +17,7 @@ from tests.acceptance.liveness_helpers import (
     status,
     worker_ids,
 )
-from tests.helpers import WorkerProcess, scalar, wait_until
+from tests.helpers import WorkerProcess, query, scalar, wait_until
 
 APP = "tests.apps.liveness:app"
 
@@ -51,7 +51,10 @@ def test_sigkilled_workers_job_is_rescued_by_a_peer_and_then_succeeds(
         assert [(label, pid) for label, pid, _ in runs(db_url, job_id)] == [
             ("start", victim.pid), ("start", rescuer.pid), ("done", rescuer.pid),
         ]
-        assert scalar(db_url, "SELECT attempts FROM tracedjobs_jobs WHERE id = %s", (job_id,)) == 2
+        # The lost run did not spend the retry budget: only the successful attempt counts.
+        assert query(
+            db_url, "SELECT attempts, lost_attempts FROM tracedjobs_jobs WHERE id = %s", (job_id,)
+        ) == [(1, 1)]
         # The dead worker's row went with the rescue (the claim); the rescuer's row stays.
         assert set(worker_ids(db_url)) == {rescuer.pid}
         assert f"job {job_id} (slow_first_attempt) was lost by its worker; now todo" in (
@@ -63,14 +66,10 @@ def test_sigkilled_workers_job_is_rescued_by_a_peer_and_then_succeeds(
             rescuer.stop()
 
 
-@pytest.mark.parametrize(
-    ("task", "final"),
-    [("slow_no_retry", "failed"), ("slow_on_lost_fail", "failed")],
-)
-def test_lost_job_without_retry_left_fails(
-    db_url: str, tmp_path: Path, task: str, final: str
-) -> None:
-    job_id = defer(db_url, task, seconds=120)
+def test_lost_job_of_a_task_without_retries_runs_again(db_url: str, tmp_path: Path) -> None:
+    """retry=False and on_lost="retry" (the defaults): a lost run is the worker's failure,
+    not the task's, so the job runs again without spending a retry it does not have."""
+    job_id = defer(db_url, "slow_no_retry", seconds=120)
     victim = WorkerProcess(db_url, APP, *FAST, log_path=tmp_path / "victim.log")
     rescuer = None
     try:
@@ -78,7 +77,25 @@ def test_lost_job_without_retry_left_fails(
         victim.signal(signal.SIGKILL)
         victim.wait()
         rescuer = WorkerProcess(db_url, APP, *FAST, log_path=tmp_path / "rescuer.log")
-        wait_until(lambda: status(db_url, job_id) == final, 30, f"the job to be {final}")
+        wait_until(lambda: _started(db_url, job_id, 2), 30, "the second run to start")
+        assert [a[1] for a in attempts(db_url, job_id)] == ["lost", None]
+        assert events(db_url, job_id)[-3:] == ["lost", "deferred_for_retry", "started"]
+    finally:
+        victim.stop()
+        if rescuer is not None:
+            rescuer.stop()
+
+
+def test_lost_job_of_an_on_lost_fail_task_fails(db_url: str, tmp_path: Path) -> None:
+    job_id = defer(db_url, "slow_on_lost_fail", seconds=120)
+    victim = WorkerProcess(db_url, APP, *FAST, log_path=tmp_path / "victim.log")
+    rescuer = None
+    try:
+        wait_until(lambda: _started(db_url, job_id, 1), 30, "the attempt to start")
+        victim.signal(signal.SIGKILL)
+        victim.wait()
+        rescuer = WorkerProcess(db_url, APP, *FAST, log_path=tmp_path / "rescuer.log")
+        wait_until(lambda: status(db_url, job_id) == "failed", 30, "the job to be failed")
         assert [a[1] for a in attempts(db_url, job_id)] == ["lost"]
         assert events(db_url, job_id)[-2:] == ["lost", "failed"]
     finally:
@@ -135,7 +152,10 @@ def test_paused_worker_finishing_late_does_not_overwrite_the_rescue(
         paused.signal(signal.SIGCONT)
 
         # The paused worker's sleep is long over: it finishes attempt 1 at once, late.
-        late = f"job {job_id} ({task}) finished (succeeded) after this worker was declared dead"
+        late = (
+            f"job {job_id} ({task}) attempt 1 finished (succeeded) after this worker was "
+            "declared dead"
+        )
         paused.wait_for_output(late, 30)
         paused.wait_for_output("late result was discarded")
         wait_until(lambda: status(db_url, job_id) == expected_status, 30, "the final status")

@@ -131,4 +131,6 @@ def test_last_attempt_warning_is_printed_on_the_last_attempt_only(seeds: Seeds) 
     out = worker.output()
     assert out.count("Warning: last attempt!") == 1
     warning = out.index("Warning: last attempt!")
-    assert out.index("attempt 10 retried") < warning < out.index("attempt 11 failed")
+    assert out.index("attempt 10 failed") < warning < out.index("attempt 11 failed")
+    assert "; retry in" in out[out.index("attempt 10 failed"):warning]
+    assert "; not retried" in out[out.index("attempt 11 failed"):]

@@ -96,16 +96,28 @@ def test_second_signal_exits_at_once_and_the_job_is_rescued_later(
             other.stop()
 
 
-def test_shutdown_timeout_exits_when_jobs_take_too_long(db_url: str, tmp_path: Path) -> None:
-    job_id = defer(db_url, "slow_first_attempt", seconds=120)
+@pytest.mark.parametrize(
+    ("task", "final", "outcome"),
+    [("slow_no_retry", "aborted", "aborted"), ("slow_first_attempt", "todo", "aborted")],
+)
+def test_graceful_timeout_aborts_running_jobs_records_them_and_exits(
+    db_url: str, tmp_path: Path, task: str, final: str, outcome: str
+) -> None:
+    """As Procrastinate's shutdown_graceful_timeout: past it, running jobs are aborted and
+    recorded (a task with retries left is retried), then the worker exits cleanly."""
+    job_id = defer(db_url, task, seconds=120)
     worker = WorkerProcess(
         db_url, APP, *FAST, "--shutdown-timeout", "1", log_path=tmp_path / "w.log"
     )
     try:
         wait_until(lambda: _started(db_url, job_id), 30, "the job to start")
         worker.signal(signal.SIGTERM)
-        assert worker.wait(15) != 0
-        assert "shutdown timeout of 1.0 s: exiting at once" in worker.output()
-        assert status(db_url, job_id) == "doing"
+        assert worker.wait(15) == 0
+        assert "still running after the graceful timeout of 1.0 s; aborting them" in (
+            worker.output()
+        )
+        assert status(db_url, job_id) == final
+        assert [a[1] for a in attempts(db_url, job_id)] == [outcome]
+        assert worker_ids(db_url) == {}  # unregistered
     finally:
         worker.stop()

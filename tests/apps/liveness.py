@@ -16,13 +16,12 @@ from tests.apps.recording import record_attempt_run as _record
 app = tracedjobs.App()
 
 
-
 @app.task(pass_context=True, name="slow_first_attempt", retry=2)
 async def slow_first_attempt(context: tracedjobs.JobContext, seconds: float = 60.0) -> None:
-    """Sleeps ``seconds`` on its first attempt only; later attempts finish at once."""
+    """Sleeps ``seconds`` on its first run only; later runs (lost ones count) finish at once."""
     started = time.time()
     await anyio.to_thread.run_sync(_record, context, "start", started)
-    if context.job.attempts == 0:
+    if context.job.attempt_number == 1:
         await anyio.sleep(seconds)
     await anyio.to_thread.run_sync(_record, context, "done", started)
 

@@ -22,5 +22,5 @@ def record_run(
 
 
 def record_attempt_run(context: tracedjobs.JobContext, label: str, started: float) -> None:
-    """``record_run`` with the 1-based attempt number as the value."""
-    record_run(context, label, started, {"attempt": context.job.attempts + 1})
+    """``record_run`` with the 1-based run number (lost runs included) as the value."""
+    record_run(context, label, started, {"attempt": context.job.attempt_number})

@@ -25,13 +25,12 @@ async def retry_stalled_jobs(context, timestamp):
 # --- end of seed --------------------------------------------------------------------------
 
 
-
 @app.task(pass_context=True, name="long_job")
 async def long_job(context: tracedjobs.JobContext, seconds: float = 60.0) -> None:
-    """Long on its first attempt; a retried attempt finishes at once. No retry strategy:
-    only the seed's periodic task brings it back."""
+    """Long on its first run; a retried run finishes at once. No retry strategy: only the
+    seed's periodic task brings it back."""
     started = time.time()
     await anyio.to_thread.run_sync(_record, context, "start", started)
-    if context.job.attempts == 0:
+    if context.job.attempt_number == 1:
         await anyio.sleep(seconds)
     await anyio.to_thread.run_sync(_record, context, "done", started)

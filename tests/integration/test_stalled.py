@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import re
 import uuid
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,23 @@ import tracedjobs
 from tests.helpers import query, run_cli, scalar
 from tracedjobs import heartbeat, retry
 from tracedjobs.jobs import Job
+from tracedjobs.store import PostgresStore, WorkerInfo
 
 
 def _tasks(app: tracedjobs.App) -> None:
     app.task(name="work", retry=3)(lambda **_: None)
     app.task(name="other", queue="elsewhere", retry=3)(lambda **_: None)
     app.task(name="once", on_lost="fail", retry=3)(lambda **_: None)
+
+
+@contextlib.asynccontextmanager
+async def _store(app: tracedjobs.App) -> AsyncIterator[PostgresStore]:
+    store = PostgresStore(app.connector, name="test-store")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 async def _claim(
@@ -34,14 +47,14 @@ async def _claim(
     (and its jobs' start) by ``age`` seconds, or delete its row with ``drop_row``.
     Returns the worker id and the claimed job ids."""
     worker_id = str(uuid.uuid4())
+    info = WorkerInfo(
+        id=worker_id, name=f"fake-{worker_id[:4]}", hostname="test", pid=1, queues=None,
+        concurrency=limit,
+    )
+    async with _store(app) as store:
+        await store.register(info)
+        batch = await store.finish_and_claim([], worker=info, limit=limit)
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        await app.job_manager.register_worker(
-            conn, id=worker_id, name=f"fake-{worker_id[:4]}", hostname="test", pid=1,
-            queues=None, concurrency=limit,
-        )
-        rows, _ = await app.job_manager.claim_jobs(
-            conn, worker_id=worker_id, worker_name="fake", queues=None, limit=limit
-        )
         await conn.execute(
             "UPDATE tracedjobs_workers SET last_heartbeat_at = now() - make_interval(secs => %s) "
             "WHERE id = %s",
@@ -54,7 +67,17 @@ async def _claim(
         )
         if drop_row:
             await conn.execute("DELETE FROM tracedjobs_workers WHERE id = %s", (worker_id,))
-    return worker_id, [r["id"] for r in rows]
+    return worker_id, [r["id"] for r in batch.claimed]
+
+
+def _rescue(app: tracedjobs.App, *, exclude: str | None = None) -> list[tuple[Job, Any]]:
+    async def go() -> list[tuple[Job, Any]]:
+        async with _store(app) as store:
+            return await store.rescue_dead_workers(
+                30, functools.partial(heartbeat.decide_lost, app), exclude=exclude
+            )
+
+    return anyio.run(go)
 
 
 def _stalled_ids(app: tracedjobs.App, **kwargs: Any) -> list[int]:
@@ -124,7 +147,9 @@ def test_retry_job_puts_a_stalled_job_back_with_its_attempt_lost(
 
     anyio.run(go)
     job = app.job_manager.get_job(job_id)
-    assert job.status == tracedjobs.Status.TODO and job.worker_id is None and job.attempts == 1
+    assert job.status == tracedjobs.Status.TODO and job.worker_id is None
+    # A lost attempt does not spend the retry budget; it is counted apart.
+    assert (job.attempts, job.lost_attempts) == (0, 1)
     assert [a.outcome for a in job.attempt_records] == ["lost"]
     assert [e.type for e in job.events] == ["deferred", "started", "lost", "retried"]
     assert _stalled_ids(app) == []
@@ -167,8 +192,8 @@ def test_concurrent_rescuers_never_both_act(db_url: str, app: tracedjobs.App) ->
     results: list[list[tuple[Job, Any]]] = []
 
     async def rescuer() -> None:
-        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-            results.append(await app.job_manager.rescue_dead_workers(conn, 30, decide))
+        async with _store(app) as store:
+            results.append(await store.rescue_dead_workers(30, decide))
 
     async def race() -> None:
         async with anyio.create_task_group() as tg:
@@ -200,17 +225,34 @@ def test_rescue_follows_each_tasks_retry_strategy_and_on_lost(
     ids = {name: app.configure_task(name).defer() for name in ("work", "once", "no_retry", "broken")}
     anyio.run(functools.partial(_claim, db_url, app, age=60))
 
-    async def rescue() -> list[tuple[Job, Any]]:
-        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-            return await app.job_manager.rescue_dead_workers(
-                conn, 30, functools.partial(heartbeat.decide_lost, app)
-            )
-
-    assert len(anyio.run(rescue)) == 4
+    assert len(_rescue(app)) == 4
+    # A lost attempt is the worker's failure: the task's retry strategy is not asked (nor
+    # spent); only on_lost="fail" keeps a job from running again.
     status = {name: app.job_manager.get_job_status(i) for name, i in ids.items()}
-    assert status == {"work": "todo", "once": "failed", "no_retry": "failed", "broken": "failed"}
+    assert status == {"work": "todo", "once": "failed", "no_retry": "todo", "broken": "todo"}
     for job_id in ids.values():
-        assert [a.outcome for a in app.job_manager.get_job(job_id).attempt_records] == ["lost"]
+        job = app.job_manager.get_job(job_id)
+        assert [a.outcome for a in job.attempt_records] == ["lost"]
+        assert job.attempts == 0
+
+
+def test_a_job_lost_again_and_again_ends_failed(db_url: str, app: tracedjobs.App) -> None:
+    _tasks(app)
+    job_id = app.configure_task("work").defer()
+    for run in range(1, heartbeat.MAX_LOST_ATTEMPTS + 1):
+        _, claimed = anyio.run(functools.partial(_claim, db_url, app, age=60, limit=1))
+        assert claimed == [job_id]
+        assert len(_rescue(app)) == 1
+        job = app.job_manager.get_job(job_id)
+        assert job.lost_attempts == run
+        # Each run has its own number, lost ones included.
+        assert [a.attempt for a in job.attempt_records] == list(range(1, run + 1))
+    assert job.status == tracedjobs.Status.FAILED
+    assert job.attempts == 0
+    last = job.attempt_records[-1]
+    assert last.outcome == "lost" and f"lost {heartbeat.MAX_LOST_ATTEMPTS} times" in (
+        last.error_message or ""
+    )
 
 
 def test_rescuer_never_rescues_itself_nor_a_live_worker(db_url: str, app: tracedjobs.App) -> None:
@@ -219,13 +261,7 @@ def test_rescuer_never_rescues_itself_nor_a_live_worker(db_url: str, app: traced
     me, _ = anyio.run(functools.partial(_claim, db_url, app, age=60, limit=1))
     anyio.run(functools.partial(_claim, db_url, app, age=5, limit=1))
 
-    async def rescue() -> list[tuple[Job, Any]]:
-        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-            return await app.job_manager.rescue_dead_workers(
-                conn, 30, functools.partial(heartbeat.decide_lost, app), exclude=me
-            )
-
-    assert anyio.run(rescue) == []
+    assert _rescue(app, exclude=me) == []
     assert scalar(db_url, "SELECT count(*) FROM tracedjobs_workers") == 2
     assert scalar(db_url, "SELECT count(*) FROM tracedjobs_attempts WHERE outcome IS NULL") == 2
 
@@ -240,14 +276,7 @@ def test_jobs_with_no_worker_row_are_rescued_once_older_than_the_cutoff(
     anyio.run(functools.partial(_claim, db_url, app, limit=1, drop_row=True))
     anyio.run(functools.partial(_claim, db_url, app, age=60, limit=1, drop_row=True))
 
-    async def rescue() -> list[int]:
-        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-            done = await app.job_manager.rescue_dead_workers(
-                conn, 30, functools.partial(heartbeat.decide_lost, app)
-            )
-        return [job.id for job, _ in done]
-
-    assert anyio.run(rescue) == [old]
+    assert [job.id for job, _ in _rescue(app)] == [old]
     assert app.job_manager.get_job_status(fresh) == "doing"
 
 

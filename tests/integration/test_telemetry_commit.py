@@ -1,14 +1,18 @@
-"""§7: a defer inside the caller's transaction is counted when it commits, never if rolled back."""
+"""What `messaging.client.sent.messages` counts for a defer inside the caller's transaction.
+
+Telemetry runs no thread and no query of its own, so it cannot see a psycopg commit: a
+transactional defer is counted when its INSERT succeeds — an attempt to send, as the OTel
+messaging conventions define the counter — and no commit watcher thread is started.
+"""
 
 from __future__ import annotations
 
-import time
+import threading
 
 import psycopg
 
 import tracedjobs
 from tests.conftest import Otel, installed_otel
-from tests.helpers import wait_until
 
 
 def sent(otel: Otel, queue: str) -> int:
@@ -19,24 +23,25 @@ def sent(otel: Otel, queue: str) -> int:
     )
 
 
-def test_transactional_defer_is_counted_on_commit_only(app: tracedjobs.App, db_url: str) -> None:
+def test_transactional_defer_is_counted_at_insert_without_a_thread_or_query(
+    app: tracedjobs.App, db_url: str
+) -> None:
     otel = installed_otel()
 
     @app.task(queue="txq")
     def job(n: int) -> None: ...
 
     before = sent(otel, "txq")
+    threads = threading.active_count()
     with psycopg.connect(db_url) as conn:
         job.batch_defer({"n": 1}, {"n": 2}, connection=conn)
-        time.sleep(0.5)  # the watcher looks every 0.1 s: nothing is counted while open
-        assert sent(otel, "txq") == before
+        assert sent(otel, "txq") == before + 2
+        # Nothing else touched the caller's transaction.
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
         conn.commit()
-    wait_until(lambda: sent(otel, "txq") == before + 2, 10, "the committed defers counted")
-
     with psycopg.connect(db_url) as conn:
         job.defer(n=3, connection=conn)
         conn.rollback()
-    job.defer(n=4)  # outside any transaction: counted at once
-    assert sent(otel, "txq") == before + 3
-    time.sleep(0.5)
-    assert sent(otel, "txq") == before + 3  # the rolled-back one never is
+    assert sent(otel, "txq") == before + 3  # the rolled-back attempt was counted too
+    assert threading.active_count() == threads
+    assert sorted(j.args["n"] for j in app.job_manager.list_jobs(queue="txq")) == [1, 2]

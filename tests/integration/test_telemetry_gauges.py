@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 import tracedjobs
-from tracedjobs import telemetry
+from tracedjobs import store, telemetry
 
 
 async def _connect(url: str) -> psycopg.AsyncConnection:
@@ -20,13 +20,13 @@ def test_one_session_holds_the_gauge_lock_until_it_closes(app: tracedjobs.App, d
     async def main() -> None:
         first, second = await _connect(db_url), await _connect(db_url)
         try:
-            assert await app.job_manager.try_gauge_lock(first)
-            assert not await app.job_manager.try_gauge_lock(second)
-            assert await app.job_manager.try_gauge_lock(first)  # re-entrant for its holder
+            assert await store.try_gauge_lock(first)
+            assert not await store.try_gauge_lock(second)
+            assert await store.try_gauge_lock(first)  # re-entrant for its holder
             await first.close()
             # The server releases the lock when the closed session's backend exits.
             with anyio.fail_after(10):
-                while not await app.job_manager.try_gauge_lock(second):
+                while not await store.try_gauge_lock(second):
                     await anyio.sleep(0.05)
         finally:
             await first.close()
@@ -56,7 +56,7 @@ def test_the_snapshot_uses_heartbeat_cutoff_and_counts_ready_jobs_only_for_oldes
     async def main() -> telemetry.GaugeSnapshot:
         c = await _connect(db_url)
         async with c:
-            rows = await app.job_manager.gauge_snapshot(c, 30.0)
+            rows = await store.gauge_snapshot(c, 30.0)
         return telemetry.GaugeSnapshot.from_rows(rows, 0.0)
 
     snapshot = anyio.run(main)

@@ -48,12 +48,13 @@ def test_procrastinate_worker_flags_map_to_run_worker_keywords() -> None:
     assert options["wait"] is False and options["listen_notify"] is False
     assert options["abort_job_polling_interval"] == 2.0
     assert options["delete_jobs"] == "successful"
-    # Today's worker knows these two under its older names (the lead renames them at merge).
-    assert options["polling_interval"] == 0.5 and options["shutdown_timeout"] == 7.0
+    assert options["fetch_job_polling_interval"] == 0.5
+    assert options["shutdown_graceful_timeout"] == 7.0
     # Our spellings land in the same place; unset Procrastinate-only options are not passed.
     ours = worker_options(parse("worker", "--polling-interval", "2s", "--shutdown-timeout", "1m",
                                 "--heartbeat-interval", "1", "--stalled-timeout", "5", "-w"))
-    assert ours["polling_interval"] == 2.0 and ours["shutdown_timeout"] == 60.0
+    assert ours["fetch_job_polling_interval"] == 2.0
+    assert ours["shutdown_graceful_timeout"] == 60.0
     assert ours["update_heartbeat_interval"] == 1.0 and ours["stalled_worker_timeout"] == 5.0
     assert ours["wait"] is True and ours["listen_notify"] is True
     assert "abort_job_polling_interval" not in ours and "delete_jobs" not in ours

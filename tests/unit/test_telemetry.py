@@ -255,9 +255,10 @@ def test_database_gauges_report_the_published_snapshot_only_while_elected(otel: 
 
 
 def test_log_records_in_a_job_carry_its_ids(otel: Otel, caplog: pytest.LogCaptureFixture):
-    telemetry.install_log_correlation()
     log = logging.getLogger("tests.unit.telemetry")
     job = make_job()
+    factory = logging.getLogRecordFactory()
+    caplog.handler.addFilter(telemetry.LogContextFilter())
     with caplog.at_level(logging.INFO, logger="tests.unit.telemetry"):
         log.info("outside")
         with (
@@ -266,6 +267,8 @@ def test_log_records_in_a_job_carry_its_ids(otel: Otel, caplog: pytest.LogCaptur
         ):
             log.info("inside")
     outside, inside = caplog.records
+    # A filter on the handler, not a process-wide change.
+    assert logging.getLogRecordFactory() is factory
     assert (outside.job_id, outside.task_name, outside.trace_id) == ("", "", "")
     assert inside.job_id == 42
     assert inside.task_name == "send_email"

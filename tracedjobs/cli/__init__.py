@@ -20,11 +20,6 @@ from tracedjobs.exceptions import TracedJobsError
 logger = logging.getLogger("tracedjobs.cli")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _quiet_stdout() -> None:
     # The reader went away: point stdout at /dev/null so the final flush at exit does not
     # print "Exception ignored … BrokenPipeError" (Python's documented recipe).
@@ -35,6 +30,8 @@ def _quiet_stdout() -> None:
 def main(argv: Sequence[str] | None = None, *, app: Any = None) -> int:
     """Run one command; returns the exit status. ``app=`` supplies the App (no ``--app``)."""
     import psycopg
+
+    from tracedjobs.connector import first_line
 
     verbose = False
     try:
@@ -57,7 +54,7 @@ def main(argv: Sequence[str] | None = None, *, app: Any = None) -> int:
     except TracedJobsError as exc:
         return _fail(exc, str(exc), 1)
     except psycopg.Error as exc:
-        return _fail(exc, f"database error: {_first_line(exc)}", 1)
+        return _fail(exc, f"database error: {first_line(exc)}", 1)
 
 
 def _fail(exc: BaseException, message: str, status: int) -> int:

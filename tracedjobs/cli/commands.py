@@ -9,18 +9,12 @@ from typing import Any
 
 from tracedjobs.cli.base import UsageError, load_app, ready_app, stderr
 
-# Our worker flags and Procrastinate's share one destination each; until the worker core
-# accepts Procrastinate's keyword names, two of them travel under today's names.
-_TODAYS_NAMES = {
-    "fetch_job_polling_interval": "polling_interval",
-    "shutdown_graceful_timeout": "shutdown_timeout",
-}
-# Passed only when given, so a worker that predates them is not handed unknown options.
+# Procrastinate-only options are passed only when given: the worker's defaults apply.
 _OPTIONAL = ("abort_job_polling_interval", "delete_jobs", "shutdown_graceful_timeout")
 
 
 def worker_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``app.run_worker`` keyword arguments from the command line."""
+    """``app.run_worker`` keyword arguments (Procrastinate's names) from the command line."""
     queues = [q for group in (args.queues or []) for q in group] + list(args.queue_names or [])
     options: dict[str, Any] = {
         "queues": queues or None,
@@ -37,7 +31,7 @@ def worker_options(args: argparse.Namespace) -> dict[str, Any]:
     for key in _OPTIONAL:
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
-    return {_TODAYS_NAMES.get(key, key): value for key, value in options.items()}
+    return options
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -144,10 +138,10 @@ def cmd_db(args: argparse.Namespace) -> int:
         print(f"data directory chosen by: {where.reason}; set TRACEDJOBS_HOME to choose another")
         return 0 if info["running"] else 3
     elif args.action == "url":
-        from tracedjobs.connector import resolve_database_url
+        from tracedjobs.connector import PsycopgConnector
 
         if elsewhere:
-            print(resolve_database_url(elsewhere)[0])
+            print(PsycopgConnector(conninfo=elsewhere).url)
             stderr(f"from {source} (not the embedded server)")
         else:
             print(embedded.start())

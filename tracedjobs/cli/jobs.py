@@ -140,13 +140,13 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     for job_id in args.ids:
         try:
             changed = app.job_manager.cancel_job_by_id(job_id, abort=args.abort)
+            status = str(app.job_manager.get_job_status(job_id))  # JobNotFound: no such job
         except TracedJobsError as exc:
             errors += 1
             results.append({"id": job_id, "changed": False, "error": str(exc)})
             if not args.json:
                 stderr(f"tracedjobs: {exc}")
             continue
-        status = str(app.job_manager.get_job_status(job_id))
         results.append({"id": job_id, "changed": changed, "status": status})
         if args.json:
             errors += not changed
@@ -177,8 +177,6 @@ def _worker_names(app: Any, jobs: list[Any]) -> dict[int, str]:
 
 
 def cmd_stalled(args: argparse.Namespace) -> int:
-    import anyio
-
     app = ready_app(args)
     jobs = app.job_manager.get_stalled_jobs_sync(seconds_since_heartbeat=args.seconds)
     if args.json and not args.retry:
@@ -188,12 +186,8 @@ def cmd_stalled(args: argparse.Namespace) -> int:
     for job in jobs:
         print(f"{job.id}\t{job.task_name}\t{job.queue_name}\tworker={names[job.id]}")
     if args.retry:
-
-        async def retry_all() -> None:
-            for job in jobs:
-                await app.job_manager.retry_job(job)
-
-        anyio.run(retry_all)
+        for job in jobs:
+            app.job_manager.retry_job_sync(job)
         print(f"retried {len(jobs)} stalled job(s)")
     elif not jobs:
         print("no stalled jobs")

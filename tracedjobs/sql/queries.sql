@@ -22,8 +22,7 @@ WITH inserted AS (
 SELECT id FROM inserted ORDER BY id;
 
 -- name: claim_jobs
--- Claim up to %(limit)s ready jobs for a worker: priority first, then defer order;
--- a job with a lock waits while an earlier job with that lock is unfinished.
+-- Claim up to %(limit)s ready jobs for a worker: priority first, then defer order.
 WITH candidates AS (
     SELECT j.id
       FROM tracedjobs_jobs j
@@ -33,11 +32,14 @@ WITH candidates AS (
        -- A worker declared dead (its row deleted by a rescuer) claims nothing until it
        -- registers again: its new jobs would otherwise look orphaned and be rescued.
        AND EXISTS (SELECT 1 FROM tracedjobs_workers w WHERE w.id = %(worker_id)s)
+       -- As in Procrastinate: a job with a lock waits while another job with that lock
+       -- runs, or waits before it (higher priority, or same priority and deferred first).
        AND (j.lock IS NULL OR NOT EXISTS (
             SELECT 1 FROM tracedjobs_jobs o
              WHERE o.lock = j.lock
                AND o.status IN ('todo', 'doing', 'aborting')
-               AND (o.status <> 'todo' OR o.id < j.id)))
+               AND (o.status <> 'todo' OR o.priority > j.priority
+                    OR (o.priority = j.priority AND o.id < j.id))))
      ORDER BY j.priority DESC, j.id
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
@@ -48,16 +50,18 @@ WITH candidates AS (
       FROM candidates c
      WHERE j.id = c.id
     RETURNING j.id, j.queue_name, j.task_name, j.priority, j.lock, j.queueing_lock, j.args,
-              j.status, j.scheduled_at, j.created_at, j.attempts, j.attempt_id,
+              j.status, j.scheduled_at, j.created_at, j.attempts, j.lost_attempts, j.attempt_id,
               j.traceparent, j.tracestate,
+              -- The run number: attempts that counted plus lost ones, plus this one.
+              j.attempts + j.lost_attempts + 1 AS attempt,
               extract(epoch FROM now() - coalesce(j.scheduled_at, j.created_at))::float8 AS queue_wait
 ), attempts AS (
     INSERT INTO tracedjobs_attempts (id, job_id, attempt, worker_id, worker_name, queue_wait)
-    SELECT attempt_id, id, attempts + 1, %(worker_id)s, %(worker_name)s, greatest(queue_wait, 0)
+    SELECT attempt_id, id, attempt, %(worker_id)s, %(worker_name)s, greatest(queue_wait, 0)
       FROM claimed
 ), events AS (
     INSERT INTO tracedjobs_events (job_id, type, detail)
-    SELECT id, 'started', jsonb_build_object('attempt', attempts + 1, 'worker', %(worker_name)s)
+    SELECT id, 'started', jsonb_build_object('attempt', attempt, 'worker', %(worker_name)s)
       FROM claimed
 )
 SELECT * FROM claimed ORDER BY priority DESC, id;
@@ -96,6 +100,7 @@ WITH r AS (
     UPDATE tracedjobs_jobs j
        SET status = CASE WHEN r.blocked THEN 'failed' ELSE r.status END,
            attempts = j.attempts + r.inc,
+           lost_attempts = j.lost_attempts + CASE WHEN r.outcome = 'lost' THEN 1 ELSE 0 END,
            worker_id = NULL,
            updated_at = now(),
            scheduled_at = CASE WHEN r.status = 'todo' AND NOT r.blocked
@@ -147,7 +152,7 @@ RETURNING id;
 
 -- name: lock_jobs_of_worker
 SELECT id, queue_name, task_name, priority, lock, queueing_lock, args, status, scheduled_at,
-       created_at, attempts, attempt_id, traceparent, tracestate
+       created_at, attempts, lost_attempts, attempt_id, traceparent, tracestate
   FROM tracedjobs_jobs
  WHERE worker_id = %(id)s AND status IN ('doing', 'aborting')
    FOR UPDATE;
@@ -157,7 +162,7 @@ SELECT id, queue_name, task_name, priority, lock, queueing_lock, args, status, s
 -- once they have run that long: a paused worker's claim can race with the rescuer deleting
 -- its row, and that job is not lost (the worker registers again at its next heartbeat).
 SELECT id, queue_name, task_name, priority, lock, queueing_lock, args, status, scheduled_at,
-       created_at, attempts, attempt_id, traceparent, tracestate
+       created_at, attempts, lost_attempts, attempt_id, traceparent, tracestate
   FROM tracedjobs_jobs j
  WHERE status IN ('doing', 'aborting')
    AND NOT EXISTS (SELECT 1 FROM tracedjobs_workers w WHERE w.id = j.worker_id)
@@ -169,11 +174,44 @@ DELETE FROM tracedjobs_workers
  WHERE last_heartbeat_at < tracedjobs_heartbeat_cutoff(%(seconds)s)
 RETURNING id;
 
+-- name: fail_unrecordable
+-- The database refused an attempt's result (a value out of range, bad text from a retry
+-- decision…): end the attempt and the job `failed` with fixed values only, so this write
+-- cannot be refused for the same reason.
+WITH attempt AS (
+    UPDATE tracedjobs_attempts
+       SET outcome = 'failed', finished_at = now(),
+           duration = extract(epoch FROM now() - started_at),
+           error_type = %(error_type)s, error_message = %(error_message)s
+     WHERE id = %(attempt_id)s AND outcome IS NULL
+    RETURNING id
+), job AS (
+    UPDATE tracedjobs_jobs j
+       SET status = 'failed', attempts = j.attempts + 1, worker_id = NULL, updated_at = now()
+      FROM attempt
+     WHERE j.id = %(job_id)s AND j.attempt_id = attempt.id AND j.status IN ('doing', 'aborting')
+    RETURNING j.id
+), events AS (
+    INSERT INTO tracedjobs_events (job_id, type, detail)
+    SELECT id, 'failed', jsonb_build_object('attempt_id', %(attempt_id)s::bigint,
+                                            'error_type', %(error_type)s::text)
+      FROM job
+)
+SELECT id FROM job;
+
+-- name: delete_finished_jobs
+-- Worker option delete_jobs: remove jobs that just ended in one of these statuses.
+DELETE FROM tracedjobs_jobs
+ WHERE id = ANY (%(ids)s::bigint[]) AND status = ANY (%(statuses)s::text[])
+RETURNING id;
+
 -- name: aborting_jobs_of_worker
 SELECT id FROM tracedjobs_jobs WHERE worker_id = %(id)s AND status = 'aborting';
 
 -- name: next_scheduled_in
--- Seconds until the next scheduled job of these queues becomes ready (NULL if none).
+-- Seconds until the next scheduled job of these queues becomes ready (NULL if none). Run in
+-- the claim's transaction: a job that became due since that claim's now() is not "ready"
+-- to the claim, and must not be missed here either.
 SELECT extract(epoch FROM min(scheduled_at) - now())::float8
   FROM tracedjobs_jobs
  WHERE status = 'todo' AND scheduled_at > now()
@@ -198,7 +236,7 @@ SELECT j.* FROM tracedjobs_jobs j
  ORDER BY j.id;
 
 -- name: heartbeat_cutoff
-SELECT tracedjobs_heartbeat_cutoff(%(seconds)s);
+SELECT tracedjobs_heartbeat_cutoff(%(seconds)s) AS cutoff;
 
 -- name: lock_job
 SELECT * FROM tracedjobs_jobs WHERE id = %(id)s FOR UPDATE;
@@ -215,7 +253,8 @@ WITH lost AS (
 ), job AS (
     UPDATE tracedjobs_jobs
        SET status = 'todo', worker_id = NULL, updated_at = now(),
-           attempts = attempts + (SELECT count(*) FROM lost)::integer,
+           -- A lost attempt does not spend the retry budget (see the worker's rescue).
+           lost_attempts = lost_attempts + (SELECT count(*) FROM lost)::integer,
            scheduled_at = coalesce(%(retry_at)s, now()),
            priority = coalesce(%(priority)s, priority),
            queue_name = coalesce(%(queue)s, queue_name),
@@ -228,24 +267,31 @@ SELECT id, 'lost', NULL FROM job WHERE EXISTS (SELECT 1 FROM lost)
 UNION ALL
 SELECT id, 'retried', jsonb_build_object('scheduled_at', scheduled_at) FROM job;
 
--- name: cancel_todo_job
-WITH job AS (
+-- name: cancel_job
+-- Cancel a waiting job (or delete it), or, with abort, ask a running one to stop.
+-- Returns the job's id when something changed (nothing for an unknown or finished job).
+WITH cancelled AS (
     UPDATE tracedjobs_jobs SET status = 'cancelled', updated_at = now()
-     WHERE id = %(id)s AND status = 'todo'
+     WHERE id = %(id)s AND status = 'todo' AND NOT %(delete_job)s
     RETURNING id
-)
-INSERT INTO tracedjobs_events (job_id, type) SELECT id, 'cancelled' FROM job RETURNING job_id;
-
--- name: abort_running_job
-WITH job AS (
+), deleted AS (
+    DELETE FROM tracedjobs_jobs WHERE id = %(id)s AND status = 'todo' AND %(delete_job)s
+    RETURNING id
+), aborting AS (
     UPDATE tracedjobs_jobs SET status = 'aborting', updated_at = now()
-     WHERE id = %(id)s AND status = 'doing'
+     WHERE id = %(id)s AND status = 'doing' AND %(abort)s
     RETURNING id
+), events AS (
+    INSERT INTO tracedjobs_events (job_id, type)
+    SELECT id, 'cancelled' FROM cancelled
+    UNION ALL
+    SELECT id, 'abort_requested' FROM aborting
 )
-INSERT INTO tracedjobs_events (job_id, type) SELECT id, 'abort_requested' FROM job RETURNING job_id;
+SELECT id FROM cancelled UNION ALL SELECT id FROM deleted UNION ALL SELECT id FROM aborting;
 
--- name: count_jobs
-SELECT count(*) AS n FROM tracedjobs_jobs WHERE id = ANY (%(ids)s::bigint[]);
+-- name: check_connection
+-- NULL when the tracedjobs tables do not exist (Procrastinate's check_connection).
+SELECT to_regclass('tracedjobs_jobs') AS check;
 
 -- name: count_unfinished_jobs
 SELECT count(*) AS n FROM tracedjobs_jobs
@@ -265,12 +311,56 @@ SELECT * FROM tracedjobs_attempts WHERE job_id = %(id)s ORDER BY id;
 
 -- name: list_jobs
 SELECT * FROM tracedjobs_jobs
- WHERE (%(status)s::text IS NULL OR status = %(status)s)
+ WHERE (%(id)s::bigint IS NULL OR id = %(id)s)
+   AND (%(status)s::text IS NULL OR status = %(status)s)
    AND (%(queue)s::text IS NULL OR queue_name = %(queue)s)
    AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s)
    AND (%(lock)s::text IS NULL OR lock = %(lock)s)
+   AND (%(queueing_lock)s::text IS NULL OR queueing_lock = %(queueing_lock)s)
+   AND (%(worker_id)s::uuid IS NULL OR worker_id = %(worker_id)s::uuid)
  ORDER BY id DESC
  LIMIT %(limit)s;
+
+-- name: list_queues
+-- Jobs per queue and status (Procrastinate's shape: name, jobs_count, stats).
+WITH counts AS (
+    SELECT queue_name AS name, status, count(*) AS n
+      FROM tracedjobs_jobs
+     WHERE (%(queue)s::text IS NULL OR queue_name = %(queue)s)
+       AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s)
+       AND (%(status)s::text IS NULL OR status = %(status)s)
+       AND (%(lock)s::text IS NULL OR lock = %(lock)s)
+     GROUP BY 1, 2
+)
+SELECT name, sum(n)::bigint AS jobs_count, jsonb_object_agg(status, n) AS stats
+  FROM counts GROUP BY name ORDER BY name;
+
+-- name: list_tasks
+WITH counts AS (
+    SELECT task_name AS name, status, count(*) AS n
+      FROM tracedjobs_jobs
+     WHERE (%(queue)s::text IS NULL OR queue_name = %(queue)s)
+       AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s)
+       AND (%(status)s::text IS NULL OR status = %(status)s)
+       AND (%(lock)s::text IS NULL OR lock = %(lock)s)
+     GROUP BY 1, 2
+)
+SELECT name, sum(n)::bigint AS jobs_count, jsonb_object_agg(status, n) AS stats
+  FROM counts GROUP BY name ORDER BY name;
+
+-- name: list_locks
+WITH counts AS (
+    SELECT lock AS name, status, count(*) AS n
+      FROM tracedjobs_jobs
+     WHERE lock IS NOT NULL
+       AND (%(queue)s::text IS NULL OR queue_name = %(queue)s)
+       AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s)
+       AND (%(status)s::text IS NULL OR status = %(status)s)
+       AND (%(lock)s::text IS NULL OR lock = %(lock)s)
+     GROUP BY 1, 2
+)
+SELECT name, sum(n)::bigint AS jobs_count, jsonb_object_agg(status, n) AS stats
+  FROM counts GROUP BY name ORDER BY name;
 
 -- name: list_workers
 SELECT w.*,
@@ -314,6 +404,7 @@ DELETE FROM tracedjobs_periodic_ticks WHERE created_at < now() - interval '1 day
 DELETE FROM tracedjobs_jobs
  WHERE status = ANY (%(statuses)s::text[])
    AND updated_at < now() - make_interval(secs => %(seconds)s)
+   AND (%(queue)s::text IS NULL OR queue_name = %(queue)s)
 RETURNING id;
 
 -- name: retry_failed_ids

@@ -297,9 +297,7 @@ class TopApp(App[None]):
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self.tj.connector.url, autocommit=True, connect_timeout=3
-            )
+            self._conn = await self.tj.connector.connect_async(timeout=3)
         return self._conn
 
     @work(exclusive=True, group="refresh")
@@ -348,14 +346,12 @@ class TopApp(App[None]):
         """LISTEN for new events: each notification wakes a refresh of the tail."""
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self.tj.connector.url, autocommit=True, connect_timeout=3
-                )
+                conn = await self.tj.connector.connect_async(timeout=3)
                 async with conn:
                     await conn.execute("LISTEN tracedjobs_events")
                     async for _ in conn.notifies():
                         self._wake.set()
-            except (psycopg.Error, OSError):
+            except (psycopg.Error, OSError, TracedJobsError):
                 pass
             await asyncio.sleep(max(self.interval, 1.0))
 

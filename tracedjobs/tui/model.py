@@ -376,7 +376,7 @@ def snapshot_from_row(row: dict[str, Any], database: str, options: Options) -> S
 def load_snapshot(app: Any, options: Options, *, conn: Any = None) -> Snapshot:
     """One refresh, one query."""
     row = app.job_manager.top_snapshot(options.filter.where, snapshot_params(options), conn=conn)
-    return snapshot_from_row(row, app.connector.url, options)
+    return snapshot_from_row(row, app.connector.safe_url, options)
 
 
 async def load_snapshot_async(
@@ -385,7 +385,7 @@ async def load_snapshot_async(
     row = await app.job_manager.top_snapshot_async(
         options.filter.where, snapshot_params(options, after_event_id), conn=conn
     )
-    return snapshot_from_row(row, app.connector.url, options)
+    return snapshot_from_row(row, app.connector.safe_url, options)
 
 
 def trace_link(template: str | None, trace_id: str | None) -> str | None:

@@ -1,0 +1,177 @@
+"""Running one task function: async ones in the event loop, sync ones in daemon threads.
+
+Whatever the function does — returns, raises any exception, ``SystemExit``,
+``KeyboardInterrupt``, an exception whose ``__str__`` raises, runs past its timeout — the
+caller gets an :class:`Ended` back and the worker goes on. Only the worker's own
+cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import functools
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from tracedjobs.exceptions import JobAborted
+
+if TYPE_CHECKING:
+    from tracedjobs.context import JobContext
+    from tracedjobs.jobs import Job
+    from tracedjobs.tasks import Task
+
+
+@dataclasses.dataclass
+class Ended:
+    """How a task function ended."""
+
+    exception: BaseException | None  # None: it returned
+    duration: float
+    # A sync function still running after its timeout or an abort at shutdown.
+    thread_abandoned: bool = False
+
+
+class TaskThreads:
+    """Daemon threads for sync tasks.
+
+    A running Python thread cannot be stopped: a sync task past its timeout runs on. Daemon
+    threads never keep the process alive once the worker is done; the worker counts each
+    abandoned thread against its concurrency until it ends, so they cannot pile up.
+    """
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._count = 0
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._work.put(fn)
+        if not self._idle.acquire(blocking=False):
+            self._count += 1
+            threading.Thread(
+                target=self._serve, name=f"tracedjobs-task-{self._count}", daemon=True
+            ).start()
+
+    def _serve(self) -> None:
+        while (fn := self._work.get()) is not None:
+            fn()  # never raises: see run_sync
+            self._idle.release()
+
+    def close(self) -> None:
+        """Let idle threads end (busy ones end when their function returns)."""
+        for _ in range(self._count):
+            self._work.put(None)
+
+
+class Execution:
+    """One job's task function in flight, with what is needed to abort it."""
+
+    def __init__(
+        self, job: Job, task: Task[Any, Any], context: JobContext, threads: TaskThreads
+    ) -> None:
+        self.job = job
+        self.task = task
+        self.context = context
+        self._threads = threads
+        self._scope: anyio.CancelScope | None = None
+        self.aborted_by: str | None = None  # "request", "shutdown" or "timeout"
+        # Set once the thread of a sync task has returned (it may outlive the attempt).
+        self.thread_done = task.is_async
+        self.on_thread_done: Callable[[], None] = lambda: None
+
+    def abort(self, reason: str) -> None:
+        """Ask the job to stop: ``should_abort()`` turns true and an async task is
+        cancelled. A sync task must notice by itself (see :meth:`abandon`)."""
+        if self.aborted_by is None:
+            self.aborted_by = reason
+        self.context._abort.set()
+        if self.task.is_async and self._scope is not None:
+            self._scope.cancel()
+
+    def abandon(self) -> None:
+        """Stop waiting for a sync task that ignored an abort (its thread runs on)."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def run(self) -> Ended:
+        task, job = self.task, self.job
+        args: tuple[Any, ...] = (self.context,) if task.pass_context else ()
+        call = functools.partial(task.func, *args, **job.args)
+        deadline = anyio.current_time() + task.timeout if task.timeout else math.inf
+        outcome: BaseException | None = None
+        started = time.perf_counter()
+        scope = anyio.CancelScope(deadline=deadline)
+        self._scope = scope
+        if self.aborted_by is not None and task.is_async:
+            scope.cancel()
+        try:
+            with scope:
+                if task.is_async:
+                    await call()
+                else:
+                    outcome = await self._run_sync(call)
+        except BaseException as exc:
+            # Whatever the task raised, its own CancelledError included: the worker's
+            # cancellation never reaches here (jobs run in a shielded part of the worker).
+            outcome = exc
+        duration = time.perf_counter() - started
+        if scope.cancelled_caught:
+            if self.aborted_by is None:
+                self.aborted_by = "timeout"
+            # At the deadline the abort flag turns on, for a sync task to notice.
+            self.context._abort.set()
+            return Ended(self._interruption(), duration, thread_abandoned=not self.thread_done)
+        return Ended(outcome, duration)
+
+    def _interruption(self) -> BaseException:
+        job, task = self.job, self.task
+        if self.aborted_by == "timeout":
+            note = (
+                ""
+                if task.is_async
+                else " (a sync task's thread cannot be interrupted: it counts against the "
+                "worker's concurrency until it returns)"
+            )
+            return TimeoutError(
+                f"job {job.id} ran longer than its timeout of {task.timeout} s{note}"
+            )
+        if self.aborted_by == "shutdown":
+            return JobAborted(f"job {job.id} was aborted: the worker is shutting down")
+        return JobAborted(f"job {job.id} was aborted")
+
+    async def _run_sync(self, fn: Callable[[], Any]) -> BaseException | None:
+        """Run ``fn`` in a task thread; returns what it raised."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[BaseException | None] = loop.create_future()
+        ctx = contextvars.copy_context()
+
+        def call() -> None:
+            try:
+                ctx.run(fn)
+                outcome: BaseException | None = None
+            except BaseException as exc:  # SystemExit and KeyboardInterrupt included
+                outcome = exc
+            try:
+                loop.call_soon_threadsafe(self._thread_returned, done, outcome)
+            except RuntimeError:
+                pass  # the event loop is gone: the worker has stopped
+
+        self.thread_done = False
+        self._threads.submit(call)
+        return await done
+
+    def _thread_returned(
+        self, future: asyncio.Future[BaseException | None], outcome: BaseException | None
+    ) -> None:
+        self.thread_done = True
+        if not future.done():  # else: cancelled, the attempt ended without waiting for us
+            future.set_result(outcome)
+        self.on_thread_done()
