@@ -201,7 +201,7 @@ async def test_screen_at_80x24_collapses_panels(app: tracedjobs.App, db_url: str
         text = "\n".join(lines)
         assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
         # The time comes first and stays whole; the long database URL is what gets cut.
-        assert re.match(r" tracedjobs top  \d\d:\d\d:\d\d  schema 1 — ", lines[0]), lines[0]
+        assert re.match(r" tracedjobs top  \d\d:\d\d:\d\d  schema \d+ — ", lines[0]), lines[0]
         assert "ready 3" in lines[1] and "1 alive" in lines[1]
         assert "web-1:42" in text and "alive" in text
         assert " LIVE" in text and "q Quit" in lines[-1] and "/ Filter" in lines[-1]
