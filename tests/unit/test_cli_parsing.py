@@ -171,3 +171,34 @@ def test_outside_any_project_the_home_is_a_user_default(
     assert "user default" in where.reason
     assert not where.home.is_relative_to(tmp_path)
     assert where.home.name == "tracedjobs"
+
+
+def test_every_option_has_procrastinates_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRACEDJOBS_WORKER_CONCURRENCY", "4")
+    monkeypatch.setenv("TRACEDJOBS_WORKER_QUEUES", "a,b")
+    monkeypatch.setenv("TRACEDJOBS_WORKER_WAIT", "f")
+    monkeypatch.setenv("TRACEDJOBS_WORKER_LISTEN_NOTIFY", "0")
+    monkeypatch.setenv("TRACEDJOBS_WORKER_DELETE_JOBS", "always")
+    monkeypatch.setenv("TRACEDJOBS_DEFER_UNKNOWN", "1")
+    monkeypatch.setenv("TRACEDJOBS_DEFER_JSON_ARGS", '{"a": 1}')
+    monkeypatch.setenv("TRACEDJOBS_DEFER_IN", "90")
+    monkeypatch.setenv("TRACEDJOBS_VERBOSE", "1")
+    options = worker_options(parse("worker"))
+    assert (options["concurrency"], options["queues"], options["wait"],
+            options["listen_notify"], options["delete_jobs"]) == (4, ["a", "b"], False, False,
+                                                                  "always")
+    assert worker_options(parse("worker", "-c", "2", "--wait"))["concurrency"] == 2  # CLI wins
+    assert worker_options(parse("worker", "--wait"))["wait"] is True
+    defer = parse("defer", "t")
+    assert defer.unknown is True and defer.arguments == ['{"a": 1}'] and defer.schedule_in == 90
+    assert parse("defer", "t", "x=1").arguments == ["x=1"]
+    assert parse("jobs", "list").verbose == 1
+    monkeypatch.setenv("TRACEDJOBS_WORKER_CONCURRENCY", "zero")
+    with pytest.raises(UsageError, match=r"\$TRACEDJOBS_WORKER_CONCURRENCY='zero'"):
+        parse("worker")
+    monkeypatch.setenv("TRACEDJOBS_WORKER_CONCURRENCY", "")  # empty means unset
+    monkeypatch.setenv("TRACEDJOBS_DEFER_UNKNOWN", "maybe")
+    with pytest.raises(UsageError, match="is not a boolean"):
+        parse("defer", "t")

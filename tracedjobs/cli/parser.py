@@ -1,7 +1,8 @@
 """The argument parser: our command shapes and Procrastinate's, side by side.
 
 Global options go before the subcommand (``tracedjobs --app=pkg.app -v worker -q a,b``,
-Procrastinate's way) or after it (``tracedjobs worker --app pkg:app``, ours).
+Procrastinate's way) or after it (``tracedjobs worker --app pkg:app``, ours). Every option
+also reads an environment variable (see ``environ``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from tracedjobs.cli import commands, defer, jobs
+from tracedjobs.cli import commands, defer, environ, jobs
 from tracedjobs.cli.base import APP_ENV, Parser, positive_int, queue_list, seconds
 from tracedjobs.cli.base import iso_datetime as _iso_datetime
 
@@ -257,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="also serve Prometheus /metrics here")
 
     _top_parser(add("top", commands.cmd_top, "live view of workers, queues and jobs"))
+    environ.apply(parser)
     return parser
 
 
