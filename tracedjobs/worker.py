@@ -171,7 +171,7 @@ class Worker:
         self._busy = 0  # slots taken: jobs running, and sync threads abandoned past a timeout
         self._pending: list[_Submitted] = []
         self._stopping = False
-        self._wake = anyio.Event()
+        self._wake: anyio.Event | None = None
         self._side: TaskGroup | None = None
         self._signals_seen = 0
         self._owner_thread: int | None = None
@@ -327,7 +327,8 @@ class Worker:
     # -- the fetch loop ----------------------------------------------------------------
 
     def _poke(self) -> None:
-        self._wake.set()
+        if self._wake is not None:
+            self._wake.set()
 
     async def _fetch_loop(self, jobs: TaskGroup) -> None:
         health = supervisor.Health("job fetch")
@@ -337,7 +338,7 @@ class Worker:
             free = 0 if self._stopping else self.concurrency - self._busy
             submitted, self._pending = self._pending, []
             # Pokes from here on (a job finishing, a notification) wake the next wait.
-            self._wake = anyio.Event()
+            wake = self._wake = anyio.Event()
             timeout = math.inf
             if submitted or free > 0:
                 try:
@@ -361,7 +362,7 @@ class Worker:
             if self._pending:
                 continue
             with anyio.move_on_after(timeout):
-                await self._wake.wait()
+                await wake.wait()
 
     def _idle_timeout(self, next_in: float | None) -> float:
         """With nothing to claim: until the next scheduled job, at most the polling interval
@@ -408,7 +409,7 @@ class Worker:
             message = (
                 f"the database refused this attempt's result ({first_line(exc)}); the job was "
                 f"failed instead of ending {result.outcome}"
-            )
+            ).replace("\x00", "\\x00")
             logger.error("job %s: %s", result.job_id, message, extra={"action": "result_refused"})
             recorded = await self.store.fail_unrecordable(result, message)
             item.result = AttemptResult(
@@ -431,8 +432,9 @@ class Worker:
 
     async def _run_job(self, row: dict[str, Any]) -> None:
         try:
+            row["args"] = self.app.connector.json_loads(row.pop("args_text"))
             job = Job.from_row(row)
-        except Exception as exc:  # a row this version cannot read: fail it, go on
+        except Exception as exc:  # a row this worker cannot read: fail it, go on
             logger.error("job %s: unreadable row (%s)", row.get("id"), first_line(exc))
             job = Job(
                 id=row["id"],

@@ -210,7 +210,7 @@ EXPECTED = {
 def test_every_metric_arrives_with_its_unit_attributes_and_exemplars(
     db_url: str, receiver: OtlpReceiver, tmp_path: Path
 ):
-    defer(db_url, receiver, "traced")  # counted by the CLI process
+    first_id = defer(db_url, receiver, "traced")  # counted by the CLI process
     worker = start_worker(db_url, receiver, tmp_path)
     try:
         job_id = defer(db_url, receiver, "traced")
@@ -219,14 +219,15 @@ def test_every_metric_arrives_with_its_unit_attributes_and_exemplars(
         wait_until(
             lambda: all(receiver.points_named(name) for name in EXPECTED), 30, "every metric"
         )
-        # The gauges are read every few seconds: wait for a snapshot taken after the job ended.
+        # The gauges are read every few seconds: wait for a snapshot taken after the jobs ended.
+        wait_for_status(db_url, first_id, "succeeded")
         wait_until(
             lambda: any(
-                p.attributes.get("tracedjobs.job.status") == "succeeded" and p.value >= 1
+                p.attributes.get("tracedjobs.job.status") == "succeeded" and p.value == 2
                 for p in receiver.points_named("tracedjobs.queue.jobs")
             ),
             30,
-            "a queue gauge counting the succeeded job",
+            "a queue gauge counting both succeeded jobs",
         )
     finally:
         stop(worker)
@@ -254,9 +255,7 @@ def test_every_metric_arrives_with_its_unit_attributes_and_exemplars(
         (p.attributes["tracedjobs.job.status"], p.value)
         for p in receiver.points_named("tracedjobs.queue.jobs")
     ]
-    succeeded = scalar(db_url, "SELECT count(*) FROM tracedjobs_jobs WHERE status = 'succeeded'")
-    assert succeeded >= 1
-    assert max(v for status, v in counts if status == "succeeded") == succeeded
+    assert max(v for status, v in counts if status == "succeeded") == 2
 
 
 def test_otlp_over_grpc_carries_the_same_trace_and_metrics(

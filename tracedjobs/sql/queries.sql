@@ -49,7 +49,10 @@ WITH candidates AS (
            attempt_id = nextval(pg_get_serial_sequence('tracedjobs_attempts', 'id'))
       FROM candidates c
      WHERE j.id = c.id
-    RETURNING j.id, j.queue_name, j.task_name, j.priority, j.lock, j.queueing_lock, j.args,
+    RETURNING j.id, j.queue_name, j.task_name, j.priority, j.lock, j.queueing_lock,
+              -- As text: the worker decodes each job's args on its own, so that one it
+              -- cannot decode fails that job only.
+              j.args::text AS args_text,
               j.status, j.scheduled_at, j.created_at, j.attempts, j.lost_attempts, j.attempt_id,
               j.traceparent, j.tracestate,
               -- The run number: attempts that counted plus lost ones, plus this one.
