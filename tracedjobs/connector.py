@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any, TypeVar
 
@@ -297,6 +298,10 @@ class PsycopgConnector:
                     new.close()
                     raise DatabaseError(describe_connection_error(url, exc)) from exc
                 self._sync_pool = new
+                # A pool nobody closed would be closed by its __del__ during interpreter
+                # shutdown, when its threads can no longer run: on Python 3.13 that waits
+                # 5 s per thread (20 s for a plain `defer`). Close it at exit instead.
+                weakref.finalize(self, _close_quietly, new)
             return self._sync_pool
 
     async def _get_async_pool(self) -> AsyncConnectionPool[Any]:
@@ -377,6 +382,11 @@ class PsycopgConnector:
     ) -> list[dict[str, Any]]:
         async with self.connection_async(conn) as c:
             return await _execute_async(c, Query(sql, params))
+
+
+def _close_quietly(pool: ConnectionPool[Any]) -> None:
+    if not pool.closed:
+        pool.close(timeout=1)
 
 
 def _check_conninfo(url: str) -> None:

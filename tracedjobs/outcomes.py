@@ -151,11 +151,18 @@ def invalid_decision(decision: retry.RetryDecision) -> str | None:
     if decision.priority is not None and (
         not isinstance(decision.priority, int) or not -_INT4 - 1 <= decision.priority <= _INT4
     ):
-        return f"retry priority {decision.priority!r} is not a 32-bit integer"
+        return f"retry priority {decision.priority!r} is out of range for a 32-bit integer"
     for name in ("queue", "lock"):
         value = getattr(decision, name)
-        if value is not None and (not isinstance(value, str) or "\x00" in value or not value):
-            return f"retry {name} {value!r} is not a valid name"
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            return f"retry {name} {value!r} is not a name (a non-empty string)"
+        if "\x00" in value:
+            return (
+                f"retry {name} {value!r} contains a NUL byte (0x00), which PostgreSQL text "
+                "cannot hold"
+            )
     return None
 
 

@@ -316,8 +316,8 @@ class Worker:
         stuck = [e for e in self._abandoned if not e.thread_done]
         if stuck:
             logger.warning(
-                "worker %s: %d sync task thread(s) still running past their timeout or abort "
-                "(jobs %s); they are daemon threads and end with the process",
+                "worker %s: %d sync task thread(s) abandoned past a timeout or abort are still "
+                "running (jobs %s); they are daemon threads and end with the process",
                 self.name,
                 len(stuck),
                 ", ".join(str(e.job.id) for e in stuck),
@@ -355,7 +355,9 @@ class Worker:
                     jobs.start_soon(self._run_job, row)
                 if batch.claimed or self._stopping:
                     continue
-                if not self.wait and not self._running and not self._pending:
+                # One-shot: done once a claim with free slots found nothing (slots held by
+                # threads abandoned past a timeout do not count as "nothing ready").
+                if not self.wait and free > 0 and not self._running and not self._pending:
                     return
                 if free > 0 and self.wait:
                     timeout = self._idle_timeout(batch.next_in)

@@ -557,7 +557,9 @@ def py313(request: pytest.FixtureRequest) -> str:
     if interpreter is None:
         pytest.skip("no Python 3.13 interpreter (pyenv 3.13.* or python3.13 on PATH)")
     key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
-    venv = request.config.cache.mkdir(f"py313-venv-{key}")
+    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
+    name = f"py313-venv-{key}"
+    venv = cache.mkdir(name) if cache else request.getfixturevalue("tmp_path_factory").mktemp(name)
     python = venv / "bin" / "python"
     with open(venv.parent / f"{venv.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent sessions build it once
