@@ -1,11 +1,12 @@
 """Shared fixtures: a real PostgreSQL per test (a clone of a migrated template database).
 
 The server is ``$TRACEDJOBS_TEST_DATABASE_URL`` when set (e.g. the local server in .ci/run),
-else the embedded PostgreSQL started in a temporary ``TRACEDJOBS_HOME``.
+else an embedded PostgreSQL private to this checkout (see ``private_test_home``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import uuid
@@ -82,10 +83,19 @@ def _server_url() -> str:
         return url
     from tracedjobs import embedded
 
-    os.environ.setdefault(
-        "TRACEDJOBS_HOME", os.path.join(tempfile.gettempdir(), "tracedjobs-test-home")
-    )
+    os.environ.setdefault("TRACEDJOBS_HOME", str(private_test_home()))
     return embedded.start()
+
+
+def private_test_home() -> Path:
+    """The test suite's embedded server: one per checkout (and user), never shared.
+
+    Under the temp dir with a short name keyed by the checkout's path: the server's Unix
+    socket lives in its data directory, and socket paths must stay under ~107 bytes.
+    """
+    checkout = Path(__file__).resolve().parent.parent
+    key = hashlib.sha256(f"{checkout}:{os.getuid()}".encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"tracedjobs-test-{key}"
 
 
 def with_dbname(url: str, dbname: str) -> str:

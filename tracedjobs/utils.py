@@ -16,7 +16,11 @@ def utcnow() -> datetime.datetime:
 
 
 def import_object(path: str) -> Any:
-    """Import ``module:attr`` (or ``module.attr``) and return the object."""
+    """Import ``module:attr`` (or ``module.attr``) and return the object.
+
+    Every failure is a ConfigurationError with a one-line message; an error raised by the
+    module's own code says where (its traceback is the exception's cause).
+    """
     if ":" in path:
         module_name, _, attr = path.partition(":")
     else:
@@ -25,8 +29,23 @@ def import_object(path: str) -> Any:
         raise ConfigurationError(f"{path!r} is not of the form 'module:attribute'")
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Is the missing module the one asked for (or a package on its path), or one it imports?
+        missing = exc.name or ""
+        ours = missing == module_name or module_name.startswith(missing + ".")
+        if ours and "." not in missing:
+            where = "not found in the current directory nor on sys.path"
+        elif ours:
+            where = f"module {missing!r} does not exist"
+        else:
+            where = f"it imports {missing!r}, which is not installed"
+        raise ConfigurationError(f"cannot import module {module_name!r}: {exc} ({where})") from exc
     except ImportError as exc:
         raise ConfigurationError(f"cannot import module {module_name!r}: {exc}") from exc
+    except Exception as exc:
+        raise ConfigurationError(
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}{_where(exc)}"
+        ) from exc
     try:
         obj: Any = module
         for part in attr.split("."):
@@ -34,6 +53,16 @@ def import_object(path: str) -> Any:
     except AttributeError:
         raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None
     return obj
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at file:line)`` of the innermost frame of an exception, when it has one."""
+    if isinstance(exc, SyntaxError):
+        return ""  # its message already says where
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb else ""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import embedded_dir
 from tests.helpers import ROOT
 
 
@@ -32,11 +34,12 @@ def cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedPro
 
 
 @pytest.fixture
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    # A short path: the server's Unix socket lives in the data directory.
-    path = tmp_path_factory.mktemp("tjh")
-    yield path
-    cli(path, "db", "stop")
+def home() -> Iterator[Path]:
+    with embedded_dir() as path:
+        try:
+            yield path
+        finally:
+            cli(path, "db", "stop")
 
 
 def test_two_processes_starting_it_at_once_share_one_server(home: Path) -> None:
@@ -110,3 +113,41 @@ def test_library_use_of_the_embedded_default_needs_no_migrate(home: Path) -> Non
                             text=True, timeout=120, cwd=home)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ran", "1", "succeeded"]
+
+
+def test_every_directory_of_a_project_finds_the_same_database() -> None:
+    with embedded_dir("tjp") as project:
+        _every_directory_finds_the_same_database(project)
+
+
+def _every_directory_finds_the_same_database(project: Path) -> None:
+    # No TRACEDJOBS_HOME: the data goes with the project, whichever directory a command runs in.
+    (project / "pyproject.toml").write_text("[project]\nname = 'shop'\n")
+    deep = project / "src" / "shop" / "jobs"
+    deep.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TRACEDJOBS_DATABASE_URL", "TRACEDJOBS_HOME") and not k.startswith("OTEL_")}
+    env["PYTHONPATH"] = str(ROOT)
+
+    def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tracedjobs", *args], env=env, cwd=cwd,
+                              capture_output=True, text=True, timeout=180)
+
+    try:
+        started = run(project, "db", "start")
+        assert started.returncode == 0, started.stderr
+        pgdata = project.resolve() / ".tracedjobs" / "pgdata"
+        assert f"data directory {pgdata} (project {project.resolve()} (has pyproject.toml))" in (
+            started.stderr)
+        from_root, from_deep = run(project, "db", "url"), run(deep, "db", "url")
+        assert from_root.stdout == from_deep.stdout and from_deep.stdout.startswith("postgresql://")
+        assert str(pgdata) in from_deep.stderr  # `db url` says where the data is
+        status = run(deep, "db", "status")
+        assert status.returncode == 0 and f"data={pgdata}" in status.stdout
+        assert "chosen by: project" in status.stdout
+        deferred = run(project, "defer", "--unknown", "shop.tasks.ship", "order=7")
+        assert deferred.returncode == 0, deferred.stderr
+        listed = run(deep, "jobs", "list", "--json")
+        assert [j["task_name"] for j in json.loads(listed.stdout)] == ["shop.tasks.ship"]
+    finally:
+        run(project, "db", "stop")

@@ -8,52 +8,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import TmuxTop, embedded_dir
 from tests.helpers import ROOT, WorkerProcess, cli_env, run_cli, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-
-
-class TmuxTop:
-    """`tracedjobs top` running in a detached tmux session of a given size."""
-
-    def __init__(self, env: dict[str, str], *args: str, width: int = 120, height: int = 40) -> None:
-        self.session = f"tjtop-{uuid.uuid4().hex[:8]}"
-        # A tmux server of our own (-L): it takes its environment from ``env``.
-        self.tmux = ["tmux", "-L", self.session]
-        command = " ".join([sys.executable, "-m", "tracedjobs.cli", "top", *args])
-        subprocess.run(
-            [*self.tmux, "new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height),
-             "-c", str(ROOT), command],
-            env=env, check=True,
-        )
-        subprocess.run([*self.tmux, "set-option", "-t", self.session, "remain-on-exit", "on"],
-                       check=True)
-
-    def screen(self) -> str:
-        return subprocess.run([*self.tmux, "capture-pane", "-p", "-t", self.session],
-                              capture_output=True, text=True).stdout
-
-    def wait_for(self, predicate, what: str, timeout: float = 30) -> str:  # type: ignore[no-untyped-def]
-        try:
-            return wait_until(lambda: (s := self.screen()) and predicate(s) and s, timeout, what)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; the screen:\n{self.screen()}") from None
-
-    def press(self, *keys: str) -> None:
-        subprocess.run([*self.tmux, "send-keys", "-t", self.session, *keys], check=True)
-
-    def dead(self) -> bool:
-        out = subprocess.run([*self.tmux, "display-message", "-p", "-t", self.session, "#{pane_dead}"],
-                             capture_output=True, text=True).stdout.strip()
-        return out == "1"
-
-    def close(self) -> None:
-        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
 
 
 def test_top_follows_a_live_worker_and_shows_it_stale_after_sigkill(
@@ -85,6 +47,51 @@ def test_top_follows_a_live_worker_and_shows_it_stale_after_sigkill(
         worker.stop()
 
 
+def test_top_keeps_following_jobs_arriving_every_100ms_until_the_user_moves(
+    db_url: str, tmp_path: Path
+) -> None:
+    import re
+    import time
+
+    import tracedjobs
+
+    feeder = tracedjobs.App(database_url=db_url)
+
+    @feeder.task(name="noop")
+    async def noop() -> None: ...
+
+    worker = WorkerProcess(db_url, "tests.apps.basic:app", "--concurrency", "4",
+                           log_path=tmp_path / "w.log")
+    # 80x24 and the default interval: what the issue's user had.
+    top = TmuxTop(cli_env(db_url, TERM="xterm-256color"), width=80, height=24)
+    try:
+        top.wait_for(lambda s: "1 alive" in s, "the worker in top")
+        newest = 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            newest = noop.defer()
+            time.sleep(0.1)  # the arrival rate under test
+        # The newest job reaches the top of the list (its id whole, its time current).
+        screen = top.wait_for(lambda s: re.search(rf"#{newest}\b", s), "the newest job on screen",
+                              timeout=15)
+        assert "PAUSED" not in screen and "NOT LIVE" not in screen
+        # Moving the cursor pauses the list, visibly, with how to resume.
+        top.press("Up")
+        top.wait_for(lambda s: "PAUSED" in s and "g/Home/Esc: follow newest" in s,
+                     "the pause marker")
+        later = [noop.defer() for _ in range(5)]
+        screen = top.wait_for(lambda s: re.search(r"PAUSED · (\d+) newer above", s)
+                              and int(re.search(r"(\d+) newer above", s)[1]) >= 5,  # type: ignore[index]
+                              "the count of rows that arrived above")
+        top.press("g")
+        screen = top.wait_for(lambda s: re.search(rf"#{later[-1]}\b", s) and "PAUSED" not in s,
+                              "following again")
+        assert "Traceback" not in screen
+    finally:
+        top.close()
+        worker.stop()
+
+
 def test_once_and_json_print_the_same_snapshot(db_url: str) -> None:
     for _ in range(2):
         run_cli(db_url, "defer", "--app", "tests.apps.basic:app", "record", '{"label": "x"}')
@@ -100,9 +107,13 @@ def test_once_and_json_print_the_same_snapshot(db_url: str) -> None:
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_top_survives_the_database_stopping_and_starting(tmp_path: Path) -> None:
+def test_top_survives_the_database_stopping_and_starting() -> None:
     # A throwaway embedded server of our own: the shared servers are never touched.
-    home = tmp_path / "home"
+    with embedded_dir() as home:
+        _survives_the_database_stopping_and_starting(home)
+
+
+def _survives_the_database_stopping_and_starting(home: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRACEDJOBS_DATABASE_URL"}
     env.update(TRACEDJOBS_HOME=str(home), PYTHONPATH=str(ROOT), TERM="xterm-256color")
 
@@ -118,9 +129,11 @@ def test_top_survives_the_database_stopping_and_starting(tmp_path: Path) -> None
         top.wait_for(lambda s: "jobs/s" in s, "top connected")
         db("stop")
         top.wait_for(lambda s: "database unreachable, retrying" in s, "the unreachable banner")
+        # The clock no longer moves and the screen says how old its data is.
+        top.wait_for(lambda s: "NOT LIVE: last data" in s, "the not-live marker")
         db("start")
-        top.wait_for(lambda s: "unreachable" not in s and "jobs/s" in s, "top recovered",
-                     timeout=40)
+        top.wait_for(lambda s: "unreachable" not in s and "NOT LIVE" not in s and "jobs/s" in s,
+                     "top recovered", timeout=40)
         assert not top.dead() and "Traceback" not in top.screen()
         top.press("q")
         wait_until(top.dead, 15, "top to exit on q")

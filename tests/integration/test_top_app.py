@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -199,7 +200,8 @@ async def test_screen_at_80x24_collapses_panels(app: tracedjobs.App, db_url: str
         lines = screen_text(top).splitlines()
         text = "\n".join(lines)
         assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
-        assert lines[0].startswith(" tracedjobs top — ")
+        # The time comes first and stays whole; the long database URL is what gets cut.
+        assert re.match(r" tracedjobs top  \d\d:\d\d:\d\d  schema \d+ — ", lines[0]), lines[0]
         assert "ready 3" in lines[1] and "1 alive" in lines[1]
         assert "web-1:42" in text and "alive" in text
         assert " LIVE" in text and "q Quit" in lines[-1] and "/ Filter" in lines[-1]
@@ -220,3 +222,22 @@ async def test_screen_at_160x48_uses_the_width(app: tracedjobs.App, db_url: str,
         assert any("QUEUE" in line and "WORKER" in line for line in lines)
         assert "STALE" in text and "0 alive" in lines[1] and "1 stale" in lines[1]
         assert "OSError: disk full for" in text
+
+
+async def test_a_stalled_refresh_says_the_screen_is_not_live(
+    app: tracedjobs.App, db_url: str, jobs: Any
+) -> None:
+    import psycopg
+
+    top = top_app(app)  # interval 0.3 s: not live after 2 × 0.3 + 3 s without fresh data
+    async with top.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: top.refreshes)
+        assert "NOT LIVE" not in screen_text(top)
+        # A refresh that hangs (not an error): its query waits behind a lock.
+        with psycopg.connect(db_url) as locker:
+            locker.execute("LOCK TABLE tracedjobs_jobs IN ACCESS EXCLUSIVE MODE")
+            stuck_at = top.refreshes
+            await until(pilot, lambda: "NOT LIVE: last data" in screen_text(top))
+            assert top.refreshes == stuck_at
+        await until(pilot, lambda: top.refreshes > stuck_at
+                    and "NOT LIVE" not in screen_text(top))

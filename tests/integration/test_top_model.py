@@ -126,6 +126,11 @@ def test_filter_selects_jobs_by_args_status_and_error(app: tracedjobs.App) -> No
     assert ids("error:declined") == [declined]
     assert ids("status:todo age<1h") == waiting_ids
     assert ids("age>1h") == []
+    # The screen shows short task names; filtering by one finds the jobs (full names too).
+    short = charge.name.rsplit(".", 1)[-1]
+    assert ids(f"task:{short}") == ids(f"task:{charge.name}") == [waiting_ids[0], declined, declined - 1]
+    assert ids(f"task:{short[:3]}*") == ids(f"task:{short}")
+    assert ids(f"task:{short[1:]}") == []  # a short name is the whole last part, not a suffix
     # Without a filter the matching list is not loaded at all.
     assert load_snapshot(app, Options()).jobs == []
 

@@ -13,7 +13,7 @@ def _text(composable: sql.Composable) -> str:
 
 
 def test_each_key_compiles_to_a_fixed_fragment_with_bound_values() -> None:
-    f = parse_filter("queue:mail task:send_* status:failed,todo error:Timeout args.user.id:42 age>10m id:7")
+    f = parse_filter("queue:mail task:app.send_* status:failed,todo error:Timeout args.user.id:42 age>10m id:7")
     text = _text(f.where)
     assert "j.queue_name = %(f0)s" in text
     assert "j.task_name LIKE %(f1)s" in text
@@ -23,9 +23,18 @@ def test_each_key_compiles_to_a_fixed_fragment_with_bound_values() -> None:
     assert "j.created_at < now() - make_interval(secs => %(f6)s)" in text
     assert "j.id = %(f7)s" in text
     assert f.params == {
-        "f0": "mail", "f1": "send\\_%", "f2": ["failed", "todo"], "f3": "%Timeout%",
+        "f0": "mail", "f1": "app.send\\_%", "f2": ["failed", "todo"], "f3": "%Timeout%",
         "f4": ["user", "id"], "f5": "42", "f6": 600.0, "f7": 7,
     }
+
+
+def test_a_task_name_without_a_dot_also_matches_short_names() -> None:
+    # The screen shows `boom_sync` for `tests.apps.x.boom_sync`: that is what users type.
+    f = parse_filter("task:boom_sync")
+    assert _text(f.where) == "(j.task_name LIKE %(f0)s OR j.task_name LIKE %(f1)s)"
+    assert f.params == {"f0": "boom\\_sync", "f1": "%.boom\\_sync"}
+    wildcard = parse_filter("task:send_*")
+    assert wildcard.params == {"f0": "send\\_%", "f1": "%.send\\_%"}
 
 
 def test_hostile_values_never_reach_the_sql_text() -> None:

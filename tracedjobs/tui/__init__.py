@@ -1,6 +1,7 @@
-"""`tracedjobs top`: a live view of workers, queues and jobs (``pip install tracedjobs[tui]``).
+"""`tracedjobs top`: a live view of workers, queues and jobs.
 
-``--once`` and ``--json`` need only rich; the interactive screen imports Textual lazily.
+``--once`` and ``--json`` need only rich; the interactive screen imports Textual lazily
+(it is a dependency: the quick-start install gives the live screen).
 """
 
 from __future__ import annotations
@@ -27,18 +28,17 @@ def main(args: argparse.Namespace, app: Any) -> int:
         if args.json:
             print(json.dumps(snapshot.to_dict(), indent=2))
         else:
-            from rich.console import Console
-
             from tracedjobs.tui import render
 
-            Console(highlight=False).print(render.snapshot_view(snapshot))
+            console = render.make_console()
+            console.print(render.snapshot_view(snapshot, width=console.width))
         return 0
     try:
         from tracedjobs.tui.app import TopApp
     except ImportError as exc:
         raise ValueError(
-            f"the live screen needs Textual ({exc}): pip install 'tracedjobs[tui]', "
-            "or use --once / --json"
+            f"the live screen needs Textual, a dependency of tracedjobs that is missing here "
+            f"({exc}): reinstall tracedjobs, or use --once / --json"
         ) from None
     TopApp(app, options, interval=args.interval, read_only=args.read_only,
            trace_url=args.trace_url).run()

@@ -6,6 +6,8 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -34,18 +36,20 @@ TAIL_KEEP = 500
 # Notifications wake a refresh, but never more often than this (seconds).
 MIN_REFRESH_GAP = 0.5
 UNREACHABLE = "database unreachable, retrying"
+NOT_ANSWERING = "database not answering, retrying"
 
 HELP = """\
 [b]tracedjobs top[/b] — keys
 
-  ↑/↓ or j/k   move in the jobs table
+  ↑/↓ or j/k   move in the jobs table (pauses following the newest rows)
+  g or Home    follow the newest rows again
   Enter        job detail (args, events, attempts, tracebacks, trace link)
   /            filter: {filter_help}
   R            retry the selected job, or every failed job matching the filter
   c            cancel the selected job, or every waiting job matching the filter
   f            freeze / unfreeze the live tail
   r            refresh now
-  Esc          back (clear the filter, close a view)
+  Esc          back (follow again, clear the filter, close a view)
   ?            this help
   q            quit
 """
@@ -111,6 +115,60 @@ class DetailScreen(Screen[None]):
         yield Footer()
 
 
+class JobsTable(DataTable[Any]):
+    """The jobs list. Moving in it (keys, click, wheel) pauses following the newest rows.
+
+    The app's own cursor moves go through ``move_cursor``, never through these actions, so
+    only the user pauses the list.
+    """
+
+    BINDINGS = [
+        Binding("home,g", "follow", "Follow newest", show=False),
+        Binding("ctrl+home", "follow", "Follow newest", show=False),
+    ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_user_move: Callable[[], None] | None = None
+        self.on_follow: Callable[[], None] | None = None
+
+    def _user_moved(self) -> None:
+        if self.on_user_move is not None:
+            self.on_user_move()
+
+    def action_follow(self) -> None:
+        if self.on_follow is not None:
+            self.on_follow()
+
+    def action_cursor_up(self) -> None:
+        super().action_cursor_up()
+        self._user_moved()
+
+    def action_cursor_down(self) -> None:
+        super().action_cursor_down()
+        self._user_moved()
+
+    def action_page_up(self) -> None:
+        super().action_page_up()
+        self._user_moved()
+
+    def action_page_down(self) -> None:
+        super().action_page_down()
+        self._user_moved()
+
+    def action_scroll_bottom(self) -> None:
+        super().action_scroll_bottom()
+        self._user_moved()
+
+    async def _on_click(self, event: Any) -> None:
+        await super()._on_click(event)
+        self._user_moved()
+
+    def _on_mouse_scroll_down(self, event: Any) -> None:
+        super()._on_mouse_scroll_down(event)
+        self._user_moved()
+
+
 class MainScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="header")
@@ -118,7 +176,7 @@ class MainScreen(Screen[None]):
             yield Static(id="queues")
             yield Static(id="workers")
         yield Label(" LIVE", id="jobs-title")
-        yield DataTable(id="jobs", cursor_type="row", zebra_stripes=False)
+        yield JobsTable(id="jobs", cursor_type="row", zebra_stripes=False)
         yield Static(id="failures")
         with Vertical(id="filterbox"):
             yield Label("", id="filter-error")
@@ -185,6 +243,14 @@ class TopApp(App[None]):
         self.snapshot: Snapshot | None = None
         self.error: str | None = None
         self.frozen = False
+        # Newest rows on top with the cursor on them, until the user moves in the list.
+        self.following = True
+        self._list_title = "LIVE"
+        # When the screen last showed fresh data (monotonic); what "live" is measured by.
+        self.started = time.monotonic()
+        self.last_ok: float | None = None
+        self.stale_after = 2 * interval + 3.0
+        self.query_timeout = max(10.0, 3 * interval)
         self.tail: collections.deque[TailEntry] = collections.deque(maxlen=TAIL_KEEP)
         self.last_event_id = 0
         self.refreshes = 0
@@ -204,9 +270,17 @@ class TopApp(App[None]):
         self.call_after_refresh(self._start)
 
     def _start(self) -> None:
+        main = self._main()
+        if main is not None:
+            table = main.query_one("#jobs", JobsTable)
+            table.on_user_move = self.pause_following
+            table.on_follow = self.follow
         self._render()
         self._refresh_loop()
         self._listen_loop()
+        # Redraw the header every second, so a stalled refresh shows its age (an updating
+        # clock alone would look live).
+        self.set_interval(1.0, self._render_header)
 
     def on_resize(self) -> None:
         self._render()
@@ -239,15 +313,18 @@ class TopApp(App[None]):
         """Load one snapshot (one query) and show it; on a database error say so and go on."""
         try:
             conn = await self._connection()
-            snapshot = await load_snapshot_async(
-                self.tj, self.options, after_event_id=self.last_event_id, conn=conn
+            snapshot = await asyncio.wait_for(
+                load_snapshot_async(
+                    self.tj, self.options, after_event_id=self.last_event_id, conn=conn
+                ),
+                timeout=self.query_timeout,
             )
-        except (psycopg.Error, OSError, TracedJobsError):
+        except (psycopg.Error, OSError, TracedJobsError, TimeoutError) as exc:
             if self._conn is not None:
                 with contextlib.suppress(Exception):
                     await self._conn.close()
             self._conn = None
-            self.error = UNREACHABLE
+            self.error = NOT_ANSWERING if isinstance(exc, TimeoutError) else UNREACHABLE
         else:
             self.error = None
             self.snapshot = snapshot
@@ -256,7 +333,13 @@ class TopApp(App[None]):
                 self.tail.appendleft(entry)
             self.last_event_id = max(self.last_event_id, snapshot.last_event_id)
             self.refreshes += 1
+            self.last_ok = time.monotonic()
         self._render()
+
+    def stale_for(self) -> float | None:
+        """Seconds since the data on screen was fresh, once that is longer than it should be."""
+        age = time.monotonic() - (self.last_ok or self.started)
+        return age if age > self.stale_after else None
 
     @work(exclusive=True, group="listen")
     async def _listen_loop(self) -> None:
@@ -287,35 +370,59 @@ class TopApp(App[None]):
         with contextlib.suppress(NoMatches):  # not composed yet
             self._draw(main)
 
+    def _render_header(self) -> None:
+        main = self._main()
+        if main is not None:
+            with contextlib.suppress(NoMatches):
+                main.query_one("#header", Static).update(
+                    render.header(self.snapshot, error=self.error, database=self._database,
+                                  width=self.size.width, stale_for=self.stale_for())
+                )
+
     def _draw(self, main: MainScreen) -> None:
         s = self.snapshot
         width = self.size.width
-        main.query_one("#header", Static).update(
-            render.header(s, error=self.error, database=self._database, width=width)
-        )
+        self._render_header()
         if s is None:
             return
-        main.query_one("#queues", Static).update(render.queues(s))
-        main.query_one("#workers", Static).update(render.workers(s))
-        main.query_one("#failures", Static).update(render.failures(s))
+        # Side by side on a wide screen (see CSS): each table gets half the width.
+        half = width // 2 - 2 if main.has_class("wide") else width - 2
+        main.query_one("#queues", Static).update(render.queues(s, half))
+        main.query_one("#workers", Static).update(render.workers(s, half))
+        main.query_one("#failures", Static).update(render.failures(s, width=width - 2))
         self._fill_table(main)
 
+    def _update_title(self) -> None:
+        main = self._main()
+        if main is None or (self.frozen and not self.options.filter.active):
+            return
+        title = main.query_one("#jobs-title", Label)
+        if self.following:
+            title.update(f" {self._list_title}")
+            return
+        table = main.query_one("#jobs", JobsTable)
+        newer = table.cursor_row if table.row_count else 0
+        marker = Text(f" {self._list_title} ")
+        marker.append(f" PAUSED · {newer} newer above · g/Home/Esc: follow newest ",
+                      style="bold black on yellow")
+        title.update(marker)
+
     def _fill_table(self, main: MainScreen) -> None:
-        table = main.query_one("#jobs", DataTable)
+        table = main.query_one("#jobs", JobsTable)
         title = main.query_one("#jobs-title", Label)
         filtered = self.options.filter.active
         if filtered:
-            title.update(f" JOBS matching {self.options.filter.text} (newest first)")
+            self._list_title = f"JOBS matching {self.options.filter.text} (newest first)"
             rows = [(f"j{j.id}", j.id, render.job_cells(j)) for j in self.snapshot.jobs]  # type: ignore[union-attr]
             columns: tuple[str, ...] = render.JOB_COLUMNS
         else:
             if self.frozen:
                 title.update(Text(" LIVE — frozen (f to resume)", style="bold yellow"))
                 return
-            title.update(" LIVE")
+            self._list_title = "LIVE"
             rows = [(f"e{t.event_id}", t.job_id, render.tail_cells(t)) for t in self.tail]
             columns = render.TAIL_COLUMNS
-        selected = self.selected_row_key()
+        selected = None if self.following else self.selected_row_key()
         if tuple(str(c.label) for c in table.columns.values()) != columns:
             table.clear(columns=True)
             table.add_columns(*columns)
@@ -326,7 +433,22 @@ class TopApp(App[None]):
             table.add_row(*cells, key=key)
             self._row_jobs[key] = job_id
         if selected in self._row_jobs:
+            # Paused: stay on the row the user chose while newer rows arrive above it.
             table.move_cursor(row=table.get_row_index(selected), animate=False)
+        elif table.row_count:
+            table.move_cursor(row=0, animate=False)
+            table.scroll_to(y=0, animate=False)
+        self._update_title()
+
+    def pause_following(self) -> None:
+        """The user moved in the list: keep their row under the cursor until they resume."""
+        self.following = False
+        self._update_title()
+
+    def follow(self) -> None:
+        """Back to the newest rows, with the cursor on the newest."""
+        self.following = True
+        self._render()
 
     def selected_row_key(self) -> str | None:
         main = self._main()
@@ -383,6 +505,7 @@ class TopApp(App[None]):
             event.input.screen.query_one("#filter-error", Label).update(str(exc))
             return
         self.options = dataclasses.replace(self.options, filter=compiled)
+        self.following = True  # a new list: start on its newest row
         event.input.screen.query_one("#filterbox").remove_class("shown")
         event.input.screen.query_one("#jobs", DataTable).focus()
         self._wake.set()
@@ -395,6 +518,8 @@ class TopApp(App[None]):
         if box.has_class("shown"):
             box.remove_class("shown")
             main.query_one("#jobs", DataTable).focus()
+        elif not self.following:
+            self.follow()
         elif self.options.filter.active:
             self.options = dataclasses.replace(self.options, filter=parse_filter(""))
             self._wake.set()

@@ -93,7 +93,13 @@ def parse_filter(text: str) -> JobFilter:
             raise FilterError(f"{key} takes KEY:VALUE, not {key}{op}…")
         if not value:
             raise FilterError(f"{key}: needs a value")
-        if key in ("queue", "task"):
+        if key == "task" and "." not in value:
+            # The screen shows short names (send_email for myapp.tasks.send_email): a name
+            # without a dot matches them as well as a full name.
+            pattern = _like(value)
+            parts.append(sql.SQL("(j.task_name LIKE {} OR j.task_name LIKE {})").format(
+                bind(pattern), bind("%." + pattern)))
+        elif key in ("queue", "task"):
             column = sql.SQL("j.queue_name" if key == "queue" else "j.task_name")
             if "*" in value:
                 parts.append(sql.SQL("{} LIKE {}").format(column, bind(_like(value))))

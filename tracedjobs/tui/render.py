@@ -6,10 +6,11 @@ import datetime
 import json
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from tracedjobs.tui.fit import Column, fitted_table
 from tracedjobs.tui.model import Snapshot, TailEntry, trace_link
 
 STATUS_STYLE = {
@@ -22,6 +23,21 @@ STATUS_STYLE = {
     "cancelled": "dim",
     "aborted": "magenta",
 }
+
+
+def make_console() -> Console:
+    """A console for command output whose closed pipe ends the command like any other.
+
+    Rich answers a closed pipe with ``SystemExit(1)``; raising ``BrokenPipeError`` instead
+    lets the command line end every command the same quiet way.
+    """
+    console = Console(highlight=False)
+
+    def broken_pipe() -> None:
+        raise BrokenPipeError
+
+    console.on_broken_pipe = broken_pipe  # type: ignore[method-assign]
+    return console
 
 
 def fmt_age(seconds: float | None) -> str:
@@ -55,18 +71,25 @@ def _table(*columns: str, right: tuple[str, ...] = ()) -> Table:
 
 
 def header(snapshot: Snapshot | None, *, error: str | None = None, database: str = "",
-           width: int = 80) -> Text:
-    """Two lines (three with an error or a filter); short labels below 120 columns."""
+           width: int = 80, stale_for: float | None = None) -> Text:
+    """Two lines (more with an error, stale data or a filter); short labels below 120 columns.
+
+    The time comes before the database URL so a narrow terminal cuts the URL, not the time.
+    ``stale_for`` (seconds since the last successful refresh) marks a screen that is not live.
+    """
     wide = width >= 120
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(" tracedjobs top", style="bold")
-    text.append(f" — {snapshot.database if snapshot else database}")
     if snapshot:
-        text.append(f" (schema {snapshot.schema_version})")
         text.append(f"  {fmt_time(snapshot.now)}", style="dim")
+        text.append(f"  schema {snapshot.schema_version}")
+    text.append(f" — {snapshot.database if snapshot else database}")
     if error:
         text.append("\n ")
         text.append(error, style="bold white on red")
+    if stale_for is not None:
+        text.append("\n ")
+        text.append(f"NOT LIVE: last data {fmt_age(stale_for)} old", style="bold white on red")
     if snapshot is None:
         return text
     s = snapshot
@@ -90,38 +113,47 @@ def header(snapshot: Snapshot | None, *, error: str | None = None, database: str
     return text
 
 
-def queues(snapshot: Snapshot) -> Table:
-    table = _table("QUEUE", "ready", "sched", "running", "failed", "done/1m", "oldest", "wait p95",
-                   right=("ready", "sched", "running", "failed", "done/1m", "oldest", "wait p95"))
-    for q in snapshot.queues:
-        table.add_row(
-            q.name, str(q.ready), str(q.scheduled), str(q.running),
-            Text(str(q.failed), style="red" if q.failed else ""), str(q.done_1m),
-            fmt_age(q.oldest_ready_age), fmt_age(q.wait_p95),
-        )
-    if not snapshot.queues:
-        table.add_row(Text("no jobs yet", style="dim"))
-    return table
+def _with_note(table: Table, note: str | None) -> Any:
+    """The table, and below its header a dim note when it has no rows ("no workers")."""
+    return Group(table, Text(f" {note}", style="dim")) if note else table
 
 
-def workers(snapshot: Snapshot) -> Table:
-    table = _table("WORKER", "host:pid", "queues", "running", "beat", "state",
-                   right=("running", "beat"))
-    for w in snapshot.workers:
-        state = Text("alive", style="green") if w.alive else Text("STALE", style="bold red")
-        if w.stalled:
-            state.append(f" {w.stalled} stalled", style="bold white on red")
-        table.add_row(
-            w.name if len(w.name) <= 20 else w.name[:19] + "…",
-            f"{w.hostname}:{w.pid}",
-            ",".join(w.queues) if w.queues else "all",
-            f"{w.running}/{w.concurrency}",
-            fmt_age(w.heartbeat_age),
-            state,
-        )
-    if not snapshot.workers:
-        table.add_row(Text("no workers", style="dim"))
-    return table
+def queues(snapshot: Snapshot, width: int = 80) -> Any:
+    qs = snapshot.queues
+
+    def numbers(header: str, values: list[Any], rank: int) -> Column:
+        return Column(header, values, rank=rank, justify="right")
+
+    return _with_note(fitted_table([
+        Column("QUEUE", [q.name for q in qs], keep=True),
+        numbers("ready", [str(q.ready) for q in qs], 1),
+        numbers("sched", [str(q.scheduled) for q in qs], 5),
+        numbers("running", [str(q.running) for q in qs], 2),
+        numbers("failed", [Text(str(q.failed), style="red" if q.failed else "") for q in qs], 3),
+        numbers("done/1m", [str(q.done_1m) for q in qs], 4),
+        numbers("oldest", [fmt_age(q.oldest_ready_age) for q in qs], 6),
+        numbers("wait p95", [fmt_age(q.wait_p95) for q in qs], 7),
+    ], width), None if qs else "no jobs yet")
+
+
+def _state(w: Any) -> Text:
+    state = Text("alive", style="green") if w.alive else Text("STALE", style="bold red")
+    if w.stalled:
+        state.append(f" {w.stalled} stalled", style="bold white on red")
+    return state
+
+
+def workers(snapshot: Snapshot, width: int = 80) -> Any:
+    ws = snapshot.workers
+    return _with_note(fitted_table([
+        Column("WORKER", [w.name for w in ws], min_width=12),
+        Column("host:pid", [f"{w.hostname}:{w.pid}" for w in ws], rank=4, min_width=10),
+        Column("queues", [",".join(w.queues) if w.queues else "all" for w in ws], rank=5,
+               min_width=6),
+        Column("running", [f"{w.running}/{w.concurrency}" for w in ws], rank=2, justify="right"),
+        Column("beat", [fmt_age(w.heartbeat_age) for w in ws], rank=3, justify="right"),
+        Column("state", [_state(w) for w in ws], keep=True),
+    ], width), None if ws else "no workers")
 
 
 def transition(entry: TailEntry) -> Text:
@@ -169,38 +201,73 @@ def job_cells(job: Any) -> tuple[Any, ...]:
     )
 
 
-def tail(snapshot: Snapshot, limit: int = 10) -> Table:
-    table = _table(*TAIL_COLUMNS)
-    for entry in snapshot.tail[:limit]:
-        table.add_row(*tail_cells(entry))
-    return table
+def tail(snapshot: Snapshot, limit: int = 10, width: int = 80) -> Any:
+    entries = snapshot.tail[:limit]
+    cells = [tail_cells(e) for e in entries]
+    # Ranks follow TAIL_COLUMNS: time and job id are never cut nor dropped.
+    ranks = {"time": None, "job": None, "transition": 0, "task": 1, "error": 2, "duration": 3,
+             "queue": 4, "att": 5, "trace": 6}
+    # Task names and errors may be cut, to these widths; other columns are dropped whole.
+    cut_to = {"task": 12, "error": 10}
+    return _with_note(fitted_table([
+        Column(name, [row[i] for row in cells], keep=ranks[name] is None,
+               rank=ranks[name] or 0, min_width=cut_to.get(name))
+        for i, name in enumerate(TAIL_COLUMNS)
+    ], width), None if entries else "no events yet")
 
 
-def failures(snapshot: Snapshot, limit: int = 5) -> Table:
-    table = _table("FAILED", "task", "att", "error", "at")
-    for f in snapshot.failures[:limit]:
-        message = f"{f.error_type or ''}: {f.error_message or ''}".strip(": ")
-        table.add_row(f"#{f.id}", short_task(f.task_name), str(f.attempts),
-                      Text(message.splitlines()[0] if message else "", style="red"),
-                      fmt_time(f.at))
-    if not snapshot.failures:
-        table.add_row(Text("no failed jobs", style="dim"))
-    return table
+def failures(snapshot: Snapshot, limit: int = 5, width: int = 80) -> Any:
+    fs = snapshot.failures[:limit]
+
+    def message(f: Any) -> Text:
+        text = f"{f.error_type or ''}: {f.error_message or ''}".strip(": ")
+        return Text(text.splitlines()[0] if text else "", style="red")
+
+    return _with_note(fitted_table([
+        Column("FAILED", [f"#{f.id}" for f in fs], keep=True),
+        Column("task", [short_task(f.task_name) for f in fs], rank=1, min_width=8),
+        Column("att", [str(f.attempts) for f in fs], rank=3, justify="right"),
+        Column("error", [message(f) for f in fs], rank=2, min_width=10),
+        Column("at", [fmt_time(f.at) for f in fs], keep=True),
+    ], width), None if fs else "no failed jobs")
 
 
-def snapshot_view(snapshot: Snapshot) -> Group:
-    """The whole screen as one renderable (``top --once``)."""
+def matching(snapshot: Snapshot, limit: int = 20, width: int = 80) -> Any:
+    cells = [job_cells(j) for j in snapshot.jobs[:limit]]
+    ranks = {"job": None, "status": None, "updated": None, "task": 1, "error": 2, "queue": 3,
+             "att": 4, "trace": 5}
+    cut_to = {"task": 12, "error": 10}
+    return fitted_table([
+        Column(name, [row[i] for row in cells], keep=ranks[name] is None,
+               rank=ranks[name] or 0, min_width=cut_to.get(name))
+        for i, name in enumerate(JOB_COLUMNS)
+    ], width)
+
+
+def snapshot_view(snapshot: Snapshot, width: int = 80) -> Group:
+    """The whole screen as one renderable (``--once``), fitted to ``width`` columns."""
     parts: list[RenderableType] = [
-        header(snapshot), Text(""), queues(snapshot), Text(""), workers(snapshot), Text(""),
-        Text(" LIVE", style="bold"), tail(snapshot), Text(""),
-        Text(" RECENT FAILURES", style="bold"), failures(snapshot),
+        header(snapshot, width=width), Text(""), queues(snapshot, width), Text(""),
+        workers(snapshot, width), Text(""), Text(" LIVE", style="bold"),
+        tail(snapshot, width=width), Text(""), Text(" RECENT FAILURES", style="bold"),
+        failures(snapshot, width=width),
     ]
     if snapshot.filter_text:
-        table = _table(*JOB_COLUMNS)
-        for job in snapshot.jobs[:20]:
-            table.add_row(*job_cells(job))
-        parts += [Text(""), Text(f" MATCHING {snapshot.filter_text}", style="bold"), table]
+        parts += [Text(""), Text(f" MATCHING {snapshot.filter_text}", style="bold"),
+                  matching(snapshot, width=width)]
     return Group(*parts)
+
+
+def attempts_summary(job: Any) -> str:
+    """Attempts so far, counting the one running now: ``attempts 2 (#2 running)``.
+
+    ``job.attempts`` counts only finished attempts (Procrastinate's meaning, 0 while the
+    first one runs); next to a running attempt #1 that reads as a contradiction.
+    """
+    records = job.attempt_records
+    running = [a for a in records if a.outcome is None]
+    text = f"attempts={len(records)}"
+    return f"{text} (#{running[-1].attempt} running)" if running else text
 
 
 def job_detail(job: Any, trace_url: str | None = None) -> Group:
@@ -216,7 +283,7 @@ def job_detail(job: Any, trace_url: str | None = None) -> Group:
     title.append(job.task_name)
     title.append(f"  queue {job.queue_name}  ")
     title.append(str(job.status), style=STATUS_STYLE.get(str(job.status), ""))
-    title.append(f"  attempts {job.attempts}  priority {job.priority}")
+    title.append(f"  {attempts_summary(job).replace('=', ' ')}  priority {job.priority}")
     parts.append(title)
     parts.append(Text(f"created {when(job.created_at)}  scheduled {when(job.scheduled_at)}  "
                       f"lock {job.lock or '-'}  queueing lock {job.queueing_lock or '-'}"))
