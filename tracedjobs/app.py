@@ -87,9 +87,27 @@ class App(Blueprint):
         known = ", ".join(sorted(self.tasks)) or "none"
         raise TaskNotFound(f"no task named {name!r} in this app (known tasks: {known})")
 
-    def configure_task(self, name: str, **options: Any) -> JobDeferrer:
-        """Defer a task by name (Procrastinate's ``app.configure_task``)."""
-        return self.get_task(name).configure(**options)
+    def configure_task(
+        self, name: str, *, allow_unknown: bool = True, **options: Any
+    ) -> JobDeferrer:
+        """Defer a task by name (Procrastinate's ``app.configure_task``). As there, a name
+        this app does not know is deferred anyway (a worker that knows it runs it), unless
+        ``allow_unknown=False``."""
+        try:
+            task = self.get_task(name)
+        except TaskNotFound:
+            if not allow_unknown:
+                raise
+            task = self.unknown_task(name)
+        return task.configure(**options)
+
+    def unknown_task(self, name: str) -> Task[Any, Any]:
+        """A stand-in for a task this app does not import: only its name is deferred."""
+
+        def unknown(**kwargs: Any) -> None:  # never called: the worker that knows it runs it
+            raise NotImplementedError(name)
+
+        return Task(unknown, app=self, name=name)
 
     # -- connections -------------------------------------------------------------------
 

@@ -102,7 +102,6 @@ def test_configure_task_by_name(app: procrastinate.App) -> None:
         )
 
 
-@pytest.mark.xfail(strict=False, reason="cli helper: configure_task of an unknown task")
 def test_configure_task_of_a_task_this_app_does_not_know(app: procrastinate.App) -> None:
     """howto/basics/defer ("Defer a job if you can't access the task"): the task lives in
     another code base."""

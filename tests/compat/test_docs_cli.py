@@ -2,24 +2,16 @@
 
 From its how-tos (command_line, worker, defer, schedule, priorities, queueing_locks,
 concurrency, connections, delete_finished_jobs, monitoring) with ``procrastinate``
-replaced by ``tracedjobs``. Real PostgreSQL, real worker processes. Shapes that wait for
-the CLI rework (issue 12, item 6; another helper's branch) are marked xfail with
-"cli helper" until it is merged.
+replaced by ``tracedjobs``. Real PostgreSQL, real worker processes.
 """
 
 from __future__ import annotations
 
 import datetime
 
-import pytest
-
 from tests.helpers import query, run_cli, scalar
 
 APP = "tests.compat.apps.cli_app.app"  # Procrastinate's dotted form
-
-
-def cli_helper(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=False, reason=f"cli helper: {reason}")
 
 
 def ok(db_url: str, *args: str, **env: str) -> str:
@@ -50,7 +42,6 @@ def test_worker_concurrency_and_one_shot(db_url: str) -> None:
     assert [j[-1] for j in jobs(db_url)] == ["succeeded"]
 
 
-@cli_helper("global options before the subcommand")
 def test_app_and_verbose_before_the_subcommand(db_url: str) -> None:
     """howto/basics/command_line: ``procrastinate --app=dotted.path.to.app worker``."""
     ok(db_url, "--app=" + APP, "defer", "my_module.my_task", '{"a": 1, "b": 2}')
@@ -58,7 +49,6 @@ def test_app_and_verbose_before_the_subcommand(db_url: str) -> None:
     assert [j[-1] for j in jobs(db_url)] == ["succeeded"]
 
 
-@cli_helper("comma-separated queues and --name")
 def test_worker_queues_comma_separated_and_name(db_url: str) -> None:
     """howto/basics/worker: ``worker --name=worker-name`` with queues ``-q a,b``."""
     for queue in ("a", "b", "c"):
@@ -71,7 +61,6 @@ def test_worker_queues_comma_separated_and_name(db_url: str) -> None:
     ]
 
 
-@cli_helper("--no-listen-notify, --delete-jobs")
 def test_worker_listen_notify_and_delete_jobs_options(db_url: str) -> None:
     """howto/production/connections, howto/production/delete_finished_jobs."""
     ok(db_url, "defer", "my_module.my_task", "{}", TRACEDJOBS_APP=APP)
@@ -92,7 +81,6 @@ def test_defer_priority(db_url: str) -> None:
     assert [j[3] for j in jobs(db_url)] == [5]
 
 
-@cli_helper("defer --at")
 def test_defer_at(db_url: str) -> None:
     """howto/advanced/schedule: ``defer --at=2038-01-19T03:14:07Z ...``."""
     ok(
@@ -114,7 +102,6 @@ def test_defer_in_seconds(db_url: str) -> None:
     assert 5300 < float(delay) <= 5400
 
 
-@cli_helper("defer --ignore-already-enqueued")
 def test_defer_queueing_lock_ignore_already_enqueued(db_url: str) -> None:
     """howto/advanced/queueing_locks and cron: ``--queueing-lock=... --ignore-already-enqueued``."""
     for _ in range(2):
@@ -133,7 +120,6 @@ def test_defer_queueing_lock_ignore_already_enqueued(db_url: str) -> None:
     assert again.returncode != 0 and "Traceback" not in again.stderr
 
 
-@cli_helper("defer --unknown")
 def test_defer_unknown_task(db_url: str) -> None:
     """howto/basics/defer: ``defer --unknown my_module.other_task '{...}'``."""
     ok(db_url, "defer", "--unknown", "elsewhere.task", '{"a": 1}', TRACEDJOBS_APP=APP)
@@ -141,7 +127,6 @@ def test_defer_unknown_task(db_url: str) -> None:
     assert [j[0] for j in jobs(db_url)] == ["elsewhere.task", "elsewhere.task"]
 
 
-@cli_helper("python -m tracedjobs, schema --apply/--read, healthchecks, shell")
 def test_module_schema_healthchecks_and_shell(empty_db_url: str) -> None:
     """howto/basics/command_line (``python -m``), quickstart (``schema --apply``),
     howto/production/monitoring (``healthchecks``, ``shell list_jobs``)."""

@@ -86,16 +86,6 @@ def check_signature(task: Any, kwargs: dict[str, Any]) -> None:
         raise UsageError(f"task {task.name!r} cannot take these arguments: {exc} {takes}") from None
 
 
-def _unknown_task(app: Any, name: str) -> Any:
-    """A stand-in for a task the app does not import: a job of that name, nothing more."""
-    from tracedjobs.tasks import Task
-
-    def unknown(**kwargs: Any) -> None:  # never called: only its name is deferred
-        raise NotImplementedError(name)
-
-    return Task(unknown, app=app, name=name)
-
-
 def _schedule(args: argparse.Namespace) -> dict[str, Any]:
     if args.schedule_at is not None:
         return {"schedule_at": args.schedule_at}
@@ -124,7 +114,7 @@ def cmd_defer(args: argparse.Namespace) -> int:
                 raise
     kwargs = parse_arguments(args.arguments, task)
     if task is None:
-        task = _unknown_task(app, args.task)
+        task = app.unknown_task(args.task)
     else:
         check_signature(task, kwargs)
     app.check_schema()
