@@ -36,7 +36,9 @@ def test_exceptions_module_and_utils() -> None:
     assert issubclass(procrastinate.exceptions.JobAborted, Exception)
     assert procrastinate.utils.utcnow().tzinfo is not None
     with pytest.raises(procrastinate.exceptions.TaskNotFound):
-        procrastinate.App(database_url="postgresql://x@127.0.0.1:1/x").configure_task(name="nope")
+        procrastinate.App(database_url="postgresql://x@127.0.0.1:1/x").configure_task(
+            name="nope", allow_unknown=False
+        )
 
 
 def test_tracedjobs_app_env_var_selects_the_app(db_url: str) -> None:

@@ -61,9 +61,9 @@ async def _claim(
             (age, worker_id),
         )
         await conn.execute(
-            "UPDATE tracedjobs_jobs SET started_at = now() - make_interval(secs => %s) "
-            "WHERE worker_id = %s",
-            (age, worker_id),
+            "UPDATE tracedjobs_jobs SET started_at = now() - make_interval(secs => %s), "
+            "created_at = created_at - make_interval(secs => %s) WHERE worker_id = %s",
+            (age, age, worker_id),
         )
         if drop_row:
             await conn.execute("DELETE FROM tracedjobs_workers WHERE id = %s", (worker_id,))
@@ -263,7 +263,8 @@ def test_rescuer_never_rescues_itself_nor_a_live_worker(db_url: str, app: traced
 
     assert _rescue(app, exclude=me) == []
     assert scalar(db_url, "SELECT count(*) FROM tracedjobs_workers") == 2
-    assert scalar(db_url, "SELECT count(*) FROM tracedjobs_attempts WHERE outcome IS NULL") == 2
+    assert scalar(db_url, "SELECT count(*) FROM tracedjobs_jobs WHERE status = 'doing'") == 2
+    assert scalar(db_url, "SELECT count(*) FROM tracedjobs_attempts") == 0
 
 
 def test_jobs_with_no_worker_row_are_rescued_once_older_than_the_cutoff(

@@ -102,7 +102,7 @@ def test_tail_lists_transitions_newest_first_and_only_new_ones_after_an_id(
 
     from tracedjobs.tui.model import load_snapshot_async
 
-    later = anyio.run(lambda: load_snapshot_async(app, Options(), after_event_id=snap.last_event_id))
+    later = anyio.run(lambda: load_snapshot_async(app, Options(), after=snap.last_at + 1e-6))
     assert [t.type for t in later.tail] == ["deferred"]
 
 

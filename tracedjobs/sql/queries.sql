@@ -2,7 +2,8 @@
 -- Every value is a bound parameter (psycopg's %(name)s); nothing is formatted into SQL.
 
 -- name: defer_jobs
--- Insert a batch of jobs and their `deferred` (or `scheduled`) events in one round trip.
+-- Insert a batch of jobs in one statement. A job's `deferred` entry in its history is its
+-- row's created_at; only a job scheduled for later gets an event (when it is due).
 WITH inserted AS (
     INSERT INTO tracedjobs_jobs
         (queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at,
@@ -14,15 +15,15 @@ WITH inserted AS (
     RETURNING id, scheduled_at
 ), events AS (
     INSERT INTO tracedjobs_events (job_id, type, detail)
-    SELECT id,
-           CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'deferred' END,
-           CASE WHEN scheduled_at > now() THEN jsonb_build_object('scheduled_at', scheduled_at) END
+    SELECT id, 'scheduled', jsonb_build_object('scheduled_at', scheduled_at)
       FROM inserted
+     WHERE scheduled_at > now()
 )
 SELECT id FROM inserted ORDER BY id;
 
 -- name: claim_jobs
--- Claim up to %(limit)s ready jobs for a worker: priority first, then defer order.
+-- Claim up to %(limit)s ready jobs for a worker: priority first, then defer order. The
+-- running attempt lives on the job row; its attempt row is written when it ends.
 WITH candidates AS (
     SELECT j.id
       FROM tracedjobs_jobs j
@@ -43,43 +44,36 @@ WITH candidates AS (
      ORDER BY j.priority DESC, j.id
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE tracedjobs_jobs j
-       SET status = 'doing', worker_id = %(worker_id)s, started_at = now(), updated_at = now(),
-           attempt_id = nextval(pg_get_serial_sequence('tracedjobs_attempts', 'id'))
-      FROM candidates c
-     WHERE j.id = c.id
-    RETURNING j.id, j.queue_name, j.task_name, j.priority, j.lock, j.queueing_lock,
-              -- As text: the worker decodes each job's args on its own, so that one it
-              -- cannot decode fails that job only.
-              j.args::text AS args_text,
-              j.status, j.scheduled_at, j.created_at, j.attempts, j.lost_attempts, j.attempt_id,
-              j.traceparent, j.tracestate,
-              -- The run number: attempts that counted plus lost ones, plus this one.
-              j.attempts + j.lost_attempts + 1 AS attempt,
-              extract(epoch FROM now() - coalesce(j.scheduled_at, j.created_at))::float8 AS queue_wait
-), attempts AS (
-    INSERT INTO tracedjobs_attempts (id, job_id, attempt, worker_id, worker_name, queue_wait)
-    SELECT attempt_id, id, attempt, %(worker_id)s, %(worker_name)s, greatest(queue_wait, 0)
-      FROM claimed
-), events AS (
-    INSERT INTO tracedjobs_events (job_id, type, detail)
-    SELECT id, 'started', jsonb_build_object('attempt', attempt, 'worker', %(worker_name)s)
-      FROM claimed
 )
-SELECT * FROM claimed ORDER BY priority DESC, id;
+UPDATE tracedjobs_jobs j
+   SET status = 'doing', worker_id = %(worker_id)s, worker_name = %(worker_name)s,
+       started_at = now(), updated_at = now(),
+       attempt_id = nextval(pg_get_serial_sequence('tracedjobs_attempts', 'id'))
+  FROM candidates c
+ WHERE j.id = c.id
+RETURNING j.id, j.queue_name, j.task_name, j.priority, j.lock, j.queueing_lock,
+          -- As text: the worker decodes each job's args on its own, so that one it
+          -- cannot decode fails that job only.
+          j.args::text AS args_text,
+          j.status, j.scheduled_at, j.created_at, j.attempts, j.lost_attempts, j.attempt_id,
+          j.traceparent, j.tracestate,
+          extract(epoch FROM now() - coalesce(j.scheduled_at, j.created_at))::float8 AS queue_wait;
 
 -- name: finish_jobs
--- Record the end of a batch of attempts. An attempt whose outcome is already written
--- (a rescuer marked it lost) is left alone, and so is its job: a late finish never
--- overwrites a rescue. Returns the ids of the jobs whose result was recorded.
+-- Record the end of a batch of attempts: each attempt's row (written once: if a rescuer
+-- already wrote this attempt as lost, the primary key refuses this late finish, and its
+-- job is left alone — a late finish never overwrites a rescue), its job's next state, and
+-- the event it caused. Returns the ids of the jobs whose result was recorded.
 WITH r AS (
-    SELECT r.*,
+    SELECT r.*, j.worker_id, j.worker_name, j.started_at, j.queueing_lock,
+           j.attempts + j.lost_attempts + 1 AS attempt,
+           greatest(extract(epoch FROM j.started_at - coalesce(j.scheduled_at, j.created_at)), 0)
+               AS queue_wait,
            -- A retry may not put a second job with the same queueing lock in `todo`.
-           CASE WHEN r.status = 'todo' THEN EXISTS (
-                SELECT 1 FROM tracedjobs_jobs me JOIN tracedjobs_jobs other
-                    ON other.queueing_lock = me.queueing_lock
-                 WHERE me.id = r.job_id AND other.status = 'todo' AND other.id <> me.id)
+           CASE WHEN r.status = 'todo' AND j.queueing_lock IS NOT NULL THEN EXISTS (
+                SELECT 1 FROM tracedjobs_jobs other
+                 WHERE other.queueing_lock = j.queueing_lock AND other.status = 'todo'
+                   AND other.id <> j.id)
            ELSE false END AS blocked
       FROM unnest(
         %(job_id)s::bigint[], %(attempt_id)s::bigint[], %(status)s::text[], %(outcome)s::text[],
@@ -89,16 +83,19 @@ WITH r AS (
         %(trace_id)s::text[], %(span_id)s::text[])
         AS r(job_id, attempt_id, status, outcome, event, inc, retry_in, retry_at, priority, queue,
              lock, duration, error_type, error_message, traceback, trace_id, span_id)
+      JOIN tracedjobs_jobs j ON j.id = r.job_id AND j.attempt_id = r.attempt_id
+     WHERE j.status IN ('doing', 'aborting')
 ), attempts AS (
-    UPDATE tracedjobs_attempts a
-       SET outcome = CASE WHEN r.blocked THEN 'failed' ELSE r.outcome END,
-           finished_at = now(),
-           duration = coalesce(r.duration, extract(epoch FROM now() - a.started_at)),
-           error_type = r.error_type, error_message = r.error_message, traceback = r.traceback,
-           trace_id = coalesce(r.trace_id, a.trace_id), span_id = coalesce(r.span_id, a.span_id)
+    INSERT INTO tracedjobs_attempts
+        (id, job_id, attempt, worker_id, worker_name, started_at, queue_wait, finished_at,
+         outcome, duration, error_type, error_message, traceback, trace_id, span_id)
+    SELECT r.attempt_id, r.job_id, r.attempt, r.worker_id, r.worker_name, r.started_at,
+           r.queue_wait, now(), CASE WHEN r.blocked THEN 'failed' ELSE r.outcome END,
+           coalesce(r.duration, extract(epoch FROM now() - r.started_at)),
+           r.error_type, r.error_message, r.traceback, r.trace_id, r.span_id
       FROM r
-     WHERE a.id = r.attempt_id AND a.outcome IS NULL
-    RETURNING a.id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
 ), jobs AS (
     UPDATE tracedjobs_jobs j
        SET status = CASE WHEN r.blocked THEN 'failed' ELSE r.status END,
@@ -113,15 +110,19 @@ WITH r AS (
            queue_name = coalesce(r.queue, j.queue_name),
            lock = coalesce(r.lock, j.lock)
       FROM r JOIN attempts ON attempts.id = r.attempt_id
+     -- Checked again on the row as it is when locked (another transaction may have
+     -- changed it since this statement's snapshot).
      WHERE j.id = r.job_id AND j.attempt_id = r.attempt_id AND j.status IN ('doing', 'aborting')
     RETURNING j.id, j.status, j.scheduled_at
 ), events AS (
     INSERT INTO tracedjobs_events (job_id, type, detail)
-    SELECT r.job_id, 'lost', NULL FROM r JOIN jobs ON jobs.id = r.job_id WHERE r.outcome = 'lost'
+    SELECT r.job_id, 'lost', jsonb_build_object('attempt', r.attempt)
+      FROM r JOIN jobs ON jobs.id = r.job_id WHERE r.outcome = 'lost'
     UNION ALL
     SELECT r.job_id,
            CASE WHEN r.blocked THEN 'failed' ELSE r.event END,
            jsonb_strip_nulls(jsonb_build_object(
+               'attempt', r.attempt,
                'attempt_id', r.attempt_id,
                'error_type', r.error_type,
                'scheduled_at', CASE WHEN jobs.status = 'todo' THEN jobs.scheduled_at END,
@@ -181,26 +182,33 @@ RETURNING id;
 -- The database refused an attempt's result (a value out of range, bad text from a retry
 -- decision…): end the attempt and the job `failed` with fixed values only, so this write
 -- cannot be refused for the same reason.
-WITH attempt AS (
-    UPDATE tracedjobs_attempts
-       SET outcome = 'failed', finished_at = now(),
-           duration = extract(epoch FROM now() - started_at),
-           error_type = %(error_type)s, error_message = %(error_message)s
-     WHERE id = %(attempt_id)s AND outcome IS NULL
-    RETURNING id
-), job AS (
+WITH job AS (
+    SELECT j.id, j.attempt_id, j.worker_id, j.worker_name, j.started_at,
+           j.attempts + j.lost_attempts + 1 AS attempt
+      FROM tracedjobs_jobs j
+     WHERE j.id = %(job_id)s AND j.attempt_id = %(attempt_id)s AND j.status IN ('doing', 'aborting')
+), attempt AS (
+    INSERT INTO tracedjobs_attempts
+        (id, job_id, attempt, worker_id, worker_name, started_at, finished_at, outcome,
+         duration, error_type, error_message)
+    SELECT attempt_id, id, attempt, worker_id, worker_name, started_at, now(), 'failed',
+           extract(epoch FROM now() - started_at), %(error_type)s, %(error_message)s
+      FROM job
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, job_id, attempt
+), updated AS (
     UPDATE tracedjobs_jobs j
        SET status = 'failed', attempts = j.attempts + 1, worker_id = NULL, updated_at = now()
       FROM attempt
-     WHERE j.id = %(job_id)s AND j.attempt_id = attempt.id AND j.status IN ('doing', 'aborting')
+     WHERE j.id = attempt.job_id
     RETURNING j.id
 ), events AS (
     INSERT INTO tracedjobs_events (job_id, type, detail)
-    SELECT id, 'failed', jsonb_build_object('attempt_id', %(attempt_id)s::bigint,
-                                            'error_type', %(error_type)s::text)
-      FROM job
+    SELECT job_id, 'failed', jsonb_build_object('attempt', attempt, 'attempt_id', id,
+                                                'error_type', %(error_type)s::text)
+      FROM attempt
 )
-SELECT id FROM job;
+SELECT id FROM updated;
 
 -- name: delete_finished_jobs
 -- Worker option delete_jobs: remove jobs that just ended in one of these statuses.
@@ -245,14 +253,21 @@ SELECT tracedjobs_heartbeat_cutoff(%(seconds)s) AS cutoff;
 SELECT * FROM tracedjobs_jobs WHERE id = %(id)s FOR UPDATE;
 
 -- name: requeue_job
--- Manual retry: back to `todo`, history kept.
-WITH lost AS (
-    UPDATE tracedjobs_attempts
-       SET outcome = 'lost', finished_at = now(),
-           duration = extract(epoch FROM now() - started_at),
-           error_type = 'WorkerLost', error_message = 'retried by hand while running'
-     WHERE id = %(attempt_id)s AND outcome IS NULL AND %(was_running)s
-    RETURNING id
+-- Manual retry: back to `todo`, history kept. A running attempt is recorded lost.
+WITH running AS (
+    SELECT j.id, j.attempt_id, j.worker_id, j.worker_name, j.started_at,
+           j.attempts + j.lost_attempts + 1 AS attempt
+      FROM tracedjobs_jobs j
+     WHERE j.id = %(id)s AND j.attempt_id = %(attempt_id)s AND %(was_running)s
+), lost AS (
+    INSERT INTO tracedjobs_attempts
+        (id, job_id, attempt, worker_id, worker_name, started_at, finished_at, outcome,
+         duration, error_type, error_message)
+    SELECT attempt_id, id, attempt, worker_id, worker_name, started_at, now(), 'lost',
+           extract(epoch FROM now() - started_at), 'WorkerLost', 'retried by hand while running'
+      FROM running
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, attempt
 ), job AS (
     UPDATE tracedjobs_jobs
        SET status = 'todo', worker_id = NULL, updated_at = now(),
@@ -263,12 +278,12 @@ WITH lost AS (
            queue_name = coalesce(%(queue)s, queue_name),
            lock = coalesce(%(lock)s, lock)
      WHERE id = %(id)s
-    RETURNING id, scheduled_at
+    RETURNING id, scheduled_at, attempts + lost_attempts AS runs
 )
 INSERT INTO tracedjobs_events (job_id, type, detail)
-SELECT id, 'lost', NULL FROM job WHERE EXISTS (SELECT 1 FROM lost)
+SELECT job.id, 'lost', jsonb_build_object('attempt', lost.attempt) FROM job, lost
 UNION ALL
-SELECT id, 'retried', jsonb_build_object('scheduled_at', scheduled_at) FROM job;
+SELECT id, 'retried', jsonb_build_object('scheduled_at', scheduled_at, 'attempt', runs) FROM job;
 
 -- name: cancel_job
 -- Cancel a waiting job (or delete it), or, with abort, ask a running one to stop.
@@ -307,10 +322,26 @@ SELECT * FROM tracedjobs_jobs WHERE id = %(id)s;
 SELECT status FROM tracedjobs_jobs WHERE id = %(id)s;
 
 -- name: job_events
-SELECT id, job_id, type, at, detail FROM tracedjobs_events WHERE job_id = %(id)s ORDER BY id;
+-- A job's whole history (see the view tracedjobs_job_history).
+SELECT id, job_id, type, at, detail FROM tracedjobs_job_history
+ WHERE job_id = %(id)s
+ ORDER BY at, attempt, seq, id;
 
 -- name: job_attempts
-SELECT * FROM tracedjobs_attempts WHERE job_id = %(id)s ORDER BY id;
+-- Ended attempts, then the running one (read from the job row until it ends).
+SELECT * FROM (
+    SELECT id, job_id, attempt, worker_id, worker_name, started_at, queue_wait, finished_at,
+           outcome, duration, error_type, error_message, traceback, trace_id, span_id
+      FROM tracedjobs_attempts WHERE job_id = %(id)s
+    UNION ALL
+    SELECT j.attempt_id, j.id, j.attempts + j.lost_attempts + 1, j.worker_id, j.worker_name,
+           j.started_at,
+           greatest(extract(epoch FROM j.started_at - coalesce(j.scheduled_at, j.created_at)), 0),
+           NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+      FROM tracedjobs_jobs j
+     WHERE j.id = %(id)s AND j.status IN ('doing', 'aborting')
+       AND NOT EXISTS (SELECT 1 FROM tracedjobs_attempts a WHERE a.id = j.attempt_id)
+) attempts ORDER BY id;
 
 -- name: list_jobs
 SELECT * FROM tracedjobs_jobs
@@ -390,9 +421,6 @@ WITH tick AS (
       FROM tick
     ON CONFLICT (queueing_lock) WHERE status = 'todo' AND queueing_lock IS NOT NULL DO NOTHING
     RETURNING id
-), events AS (
-    INSERT INTO tracedjobs_events (job_id, type, detail)
-    SELECT id, 'deferred', jsonb_build_object('periodic_tick', %(tick)s::bigint) FROM job
 ), linked AS (
     UPDATE tracedjobs_periodic_ticks t SET job_id = job.id FROM job
      WHERE t.task_name = %(task_name)s AND t.periodic_id = %(periodic_id)s AND t.tick = %(tick)s
@@ -507,18 +535,54 @@ WITH raw_counts AS (
              WHERE j.worker_id = w.id AND j.status IN ('doing', 'aborting')) AS running
       FROM tracedjobs_workers w
 ), tail AS (
-    SELECT e.id, extract(epoch FROM e.at)::float8 AS at, e.type, e.job_id, j.task_name,
-           j.queue_name, coalesce(a.attempt, (e.detail ->> 'attempt')::integer) AS attempt,
-           a.duration, coalesce(a.error_type, e.detail ->> 'error_type') AS error_type,
-           coalesce(a.trace_id, nullif(split_part(j.traceparent, '-', 2), '')) AS trace_id
-      FROM tracedjobs_events e
-      JOIN tracedjobs_jobs j ON j.id = e.job_id
-      LEFT JOIN tracedjobs_attempts a ON a.id = (e.detail ->> 'attempt_id')::bigint
-     WHERE e.id > greatest(%(after_event_id)s::bigint,
-                           (SELECT coalesce(max(id), 0) FROM tracedjobs_events) - 5000)
-       AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
-       AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
-     ORDER BY e.id DESC
+    -- The newest entries of every job's history (see tracedjobs_job_history), each source
+    -- read newest first from its primary key and bounded by its last 5,000 rows, so the
+    -- cost does not grow with the tables. `key` names an entry across refreshes (a running
+    -- attempt's `started` keeps its key once the attempt is written).
+    SELECT t.key, extract(epoch FROM t.at)::float8 AS at, t.type, t.job_id, j.task_name,
+           j.queue_name, t.attempt, t.duration, t.error_type,
+           coalesce(t.trace_id, nullif(split_part(j.traceparent, '-', 2), '')) AS trace_id, t.seq
+      FROM (
+        (SELECT 'e' || e.id AS key, e.at, e.type, e.job_id,
+                coalesce(a.attempt, (e.detail ->> 'attempt')::integer) AS attempt, a.duration,
+                coalesce(a.error_type, e.detail ->> 'error_type') AS error_type, a.trace_id, 2 AS seq
+           FROM tracedjobs_events e
+           JOIN tracedjobs_jobs j ON j.id = e.job_id
+           LEFT JOIN tracedjobs_attempts a ON a.id = (e.detail ->> 'attempt_id')::bigint
+          WHERE e.id > (SELECT coalesce(max(id), 0) FROM tracedjobs_events) - 5000
+            AND e.at >= to_timestamp(%(after)s)
+            AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+            AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
+          ORDER BY e.id DESC LIMIT %(tail_limit)s)
+        UNION ALL
+        (SELECT 'd' || j.id, j.created_at, 'deferred', j.id, NULL, NULL, NULL, NULL, 0
+           FROM tracedjobs_jobs j
+          WHERE j.id > (SELECT coalesce(max(id), 0) FROM tracedjobs_jobs) - 5000
+            AND j.created_at >= to_timestamp(%(after)s)
+            AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+            AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
+          ORDER BY j.id DESC LIMIT %(tail_limit)s)
+        UNION ALL
+        (SELECT 's' || a.id, a.started_at, 'started', a.job_id, a.attempt, NULL, NULL, a.trace_id, 1
+           FROM tracedjobs_attempts a
+           JOIN tracedjobs_jobs j ON j.id = a.job_id
+          WHERE a.id > (SELECT coalesce(max(id), 0) FROM tracedjobs_attempts) - 5000
+            AND a.started_at >= to_timestamp(%(after)s)
+            AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+            AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
+          ORDER BY a.id DESC LIMIT %(tail_limit)s)
+        UNION ALL
+        (SELECT 's' || j.attempt_id, j.started_at, 'started', j.id,
+                j.attempts + j.lost_attempts + 1, NULL, NULL, NULL, 1
+           FROM tracedjobs_jobs j
+          WHERE j.status IN ('doing', 'aborting')
+            AND j.started_at >= to_timestamp(%(after)s)
+            AND (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
+            AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
+          ORDER BY j.started_at DESC LIMIT %(tail_limit)s)
+      ) t
+      JOIN tracedjobs_jobs j ON j.id = t.job_id
+     ORDER BY t.at DESC, coalesce(t.attempt, 0) DESC, t.seq DESC
      LIMIT %(tail_limit)s
 ), failures AS (
     SELECT j.id, j.task_name, j.queue_name, j.attempts,
@@ -556,7 +620,8 @@ SELECT extract(epoch FROM now())::float8 AS now,
        ) AS stalled,
        (SELECT coalesce(json_agg(q ORDER BY q.name), '[]') FROM queues q) AS queues,
        (SELECT coalesce(json_agg(w ORDER BY w.alive DESC, w.name), '[]') FROM workers w) AS workers,
-       (SELECT coalesce(json_agg(t ORDER BY t.id DESC), '[]') FROM tail t) AS tail,
+       (SELECT coalesce(json_agg(t ORDER BY t.at DESC, coalesce(t.attempt, 0) DESC, t.seq DESC), '[]')
+          FROM tail t) AS tail,
        (SELECT coalesce(json_agg(f ORDER BY f.at DESC), '[]') FROM failures f) AS failures,
        (SELECT coalesce(json_agg(m ORDER BY m.id DESC), '[]') FROM matching m) AS jobs;
 
@@ -608,7 +673,7 @@ SELECT id, queue_name, task_name, priority, lock, queueing_lock, args, status, s
 SELECT id FROM tracedjobs_jobs ORDER BY id;
 
 -- name: testing_events
-SELECT job_id, type, at FROM tracedjobs_events ORDER BY id;
+SELECT job_id, type, at FROM tracedjobs_job_history ORDER BY at, job_id, attempt, seq, id;
 
 -- name: testing_reset
 -- Empty every table and restart the ids at 1. DELETE, not TRUNCATE: on a few rows it is

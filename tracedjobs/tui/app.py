@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import time
@@ -100,6 +99,15 @@ class ConfirmScreen(ModalScreen[str | None]):
 
     def action_choose(self, value: str) -> None:
         self.dismiss(value or None)
+
+
+def merge_tail(shown: list[TailEntry], fresh: list[TailEntry]) -> list[TailEntry]:
+    """The tail with the fresh entries in: each entry once (by key, the fresh version wins:
+    a running attempt's start gains its duration), newest first, at most TAIL_KEEP."""
+    by_key = {t.key: t for t in shown}
+    by_key.update((t.key, t) for t in fresh)
+    ordered = sorted(by_key.values(), key=lambda t: (t.at, t.attempt or 0), reverse=True)
+    return ordered[:TAIL_KEEP]
 
 
 class DetailScreen(Screen[None]):
@@ -251,8 +259,8 @@ class TopApp(App[None]):
         self.last_ok: float | None = None
         self.stale_after = 2 * interval + 3.0
         self.query_timeout = max(10.0, 3 * interval)
-        self.tail: collections.deque[TailEntry] = collections.deque(maxlen=TAIL_KEEP)
-        self.last_event_id = 0
+        self.tail: list[TailEntry] = []  # newest first, at most TAIL_KEEP
+        self.last_at = 0.0  # when the newest entry shown happened (database clock)
         self.refreshes = 0
         self._wake = asyncio.Event()
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -315,7 +323,9 @@ class TopApp(App[None]):
             conn = await self._connection()
             snapshot = await asyncio.wait_for(
                 load_snapshot_async(
-                    self.tj, self.options, after_event_id=self.last_event_id, conn=conn
+                    # A second of overlap: entries that share a timestamp with the newest
+                    # one shown may have been cut by the previous refresh's limit.
+                    self.tj, self.options, after=max(self.last_at - 1.0, 0.0), conn=conn
                 ),
                 timeout=self.query_timeout,
             )
@@ -328,10 +338,8 @@ class TopApp(App[None]):
         else:
             self.error = None
             self.snapshot = snapshot
-            new = [t for t in reversed(snapshot.tail) if t.event_id > self.last_event_id]
-            for entry in new:
-                self.tail.appendleft(entry)
-            self.last_event_id = max(self.last_event_id, snapshot.last_event_id)
+            self.tail = merge_tail(self.tail, snapshot.tail)
+            self.last_at = max(self.last_at, snapshot.last_at)
             self.refreshes += 1
             self.last_ok = time.monotonic()
         self._render()
@@ -420,7 +428,7 @@ class TopApp(App[None]):
                 title.update(Text(" LIVE — frozen (f to resume)", style="bold yellow"))
                 return
             self._list_title = "LIVE"
-            rows = [(f"e{t.event_id}", t.job_id, render.tail_cells(t)) for t in self.tail]
+            rows = [(t.key, t.job_id, render.tail_cells(t)) for t in self.tail]
             columns = render.TAIL_COLUMNS
         selected = None if self.following else self.selected_row_key()
         if tuple(str(c.label) for c in table.columns.values()) != columns:

@@ -187,7 +187,7 @@ TRANSITIONS: dict[str, tuple[str, str]] = {
 
 @dataclasses.dataclass(frozen=True)
 class TailEntry:
-    event_id: int
+    key: str  # names the entry across refreshes: e<event id>, d<job id>, s<attempt id>
     at: float
     type: str
     job_id: int
@@ -275,8 +275,9 @@ class Snapshot:
         return sum(not w.alive for w in self.workers)
 
     @property
-    def last_event_id(self) -> int:
-        return max((t.event_id for t in self.tail), default=0)
+    def last_at(self) -> float:
+        """When the newest entry of the tail happened (epoch seconds, database clock)."""
+        return max((t.at for t in self.tail), default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly (``top --json``); times as ISO 8601, ages in seconds."""
@@ -331,14 +332,14 @@ class Options:
     filter: JobFilter = dataclasses.field(default_factory=JobFilter)
 
 
-def snapshot_params(options: Options, after_event_id: int = 0) -> dict[str, Any]:
+def snapshot_params(options: Options, after: float = 0.0) -> dict[str, Any]:
     return {
         **options.filter.params,
         "queue": options.queue,
         "task": options.task,
         "seconds": float(options.seconds),
         "window": RATE_WINDOW_SECONDS,
-        "after_event_id": after_event_id,
+        "after": after,
         "tail_limit": TAIL_LIMIT,
         "failures_limit": FAILURES_LIMIT,
         # The matching-jobs list is only shown (and only worth its query) under a filter.
@@ -361,7 +362,7 @@ def snapshot_from_row(row: dict[str, Any], database: str, options: Options) -> S
         workers=[_build(WorkerRow, w) for w in row["workers"]],
         tail=[
             TailEntry(
-                event_id=t["id"], at=t["at"], type=t["type"], job_id=t["job_id"],
+                key=t["key"], at=t["at"], type=t["type"], job_id=t["job_id"],
                 task_name=t["task_name"], queue_name=t["queue_name"], attempt=t["attempt"],
                 duration=t["duration"], error_type=t["error_type"], trace_id=t["trace_id"],
             )
@@ -380,10 +381,12 @@ def load_snapshot(app: Any, options: Options, *, conn: Any = None) -> Snapshot:
 
 
 async def load_snapshot_async(
-    app: Any, options: Options, *, after_event_id: int = 0, conn: Any = None
+    app: Any, options: Options, *, after: float = 0.0, conn: Any = None
 ) -> Snapshot:
+    """``after``: only tail entries from then on (epoch seconds), e.g. a second before the
+    newest one already shown."""
     row = await app.job_manager.top_snapshot_async(
-        options.filter.where, snapshot_params(options, after_event_id), conn=conn
+        options.filter.where, snapshot_params(options, after), conn=conn
     )
     return snapshot_from_row(row, app.connector.safe_url, options)
 

@@ -1,0 +1,45 @@
+-- tracedjobs schema, version 3: fewer writes per job.
+--
+-- A job used to cost eight row writes from defer to result; now five. The running attempt
+-- lives on the job row (attempt_id, started_at, worker_id, worker_name); its attempt row is
+-- written once, when it ends (a late finish after a rescue hits the rescue's row on the
+-- primary key and is discarded, as before). The `deferred` and `started` entries of a
+-- job's history are read from the job and attempt rows (view tracedjobs_job_history)
+-- instead of being written as events. Stop every worker before applying this migration.
+
+ALTER TABLE tracedjobs_jobs ADD COLUMN worker_name text;
+
+-- Attempts still open were written by workers of the previous version; their job rows
+-- hold everything about them.
+DELETE FROM tracedjobs_attempts WHERE outcome IS NULL;
+
+-- The history now derives these two.
+DELETE FROM tracedjobs_events WHERE type IN ('deferred', 'started');
+
+-- One index for counts by status and queue (gauges, `top`) and pruning by age, instead of
+-- two updated on every status change.
+DROP INDEX tracedjobs_jobs_status_updated_idx;
+DROP INDEX tracedjobs_jobs_queue_status_idx;
+CREATE INDEX tracedjobs_jobs_status_queue_idx ON tracedjobs_jobs (status, queue_name, updated_at);
+
+-- A job's whole history in order: its creation, each attempt's start (ended attempts and
+-- the running one), and the recorded events (schedule, each attempt's end, lost, retried,
+-- cancelled, abort requested...). `attempt` and `seq` order entries that share a
+-- timestamp (a finish and the next claim can be one transaction).
+CREATE VIEW tracedjobs_job_history AS
+SELECT NULL::bigint AS id, j.id AS job_id, 'deferred'::text AS type, j.created_at AS at,
+       NULL::jsonb AS detail, 0 AS attempt, 0 AS seq
+  FROM tracedjobs_jobs j
+UNION ALL
+SELECT NULL, a.job_id, 'started', a.started_at,
+       jsonb_build_object('attempt', a.attempt, 'worker', a.worker_name), a.attempt, 1
+  FROM tracedjobs_attempts a
+UNION ALL
+SELECT NULL, j.id, 'started', j.started_at,
+       jsonb_build_object('attempt', j.attempts + j.lost_attempts + 1, 'worker', j.worker_name),
+       j.attempts + j.lost_attempts + 1, 1
+  FROM tracedjobs_jobs j
+ WHERE j.status IN ('doing', 'aborting')
+UNION ALL
+SELECT e.id, e.job_id, e.type, e.at, e.detail, coalesce((e.detail ->> 'attempt')::integer, 0), 2
+  FROM tracedjobs_events e;
