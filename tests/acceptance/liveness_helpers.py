@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+from psycopg.rows import dict_row
+
 import tracedjobs
 from tests.helpers import query, scalar
+from tracedjobs import sql
 
 # Small intervals keep the suite fast: a worker silent for 2 s is dead.
 FAST = ("--heartbeat-interval", "0.5", "--stalled-timeout", "2", "--polling-interval", "1")
@@ -26,22 +30,21 @@ def status(db_url: str, job_id: int) -> str:
 
 
 def attempts(db_url: str, job_id: int) -> list[tuple[Any, ...]]:
-    """(attempt, outcome, worker_id, error_type) per attempt row, in order."""
-    return query(
-        db_url,
-        "SELECT attempt, outcome, worker_id::text, error_type FROM tracedjobs_attempts "
-        "WHERE job_id = %s ORDER BY id",
-        (job_id,),
-    )
+    """(attempt, outcome, worker_id, error_type) per attempt, in order, the running one
+    (read from the job row: its attempt row is written when it ends) included."""
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
+        rows = conn.execute(sql.query("job_attempts"), {"id": job_id}).fetchall()
+    return [
+        (r["attempt"], r["outcome"], str(r["worker_id"]) if r["worker_id"] else None,
+         r["error_type"])
+        for r in rows
+    ]
 
 
 def events(db_url: str, job_id: int) -> list[str]:
-    return [
-        r[0]
-        for r in query(
-            db_url, "SELECT type FROM tracedjobs_events WHERE job_id = %s ORDER BY id", (job_id,)
-        )
-    ]
+    """The types of the job's history entries, in order."""
+    with psycopg.connect(db_url) as conn:
+        return [r[2] for r in conn.execute(sql.query("job_events"), {"id": job_id}).fetchall()]
 
 
 def runs(db_url: str, job_id: int) -> list[tuple[str, int, int]]:

@@ -55,7 +55,8 @@ def test_configure_overrides_options_and_schedules(app: tracedjobs.App, tasks: d
     assert before + datetime.timedelta(seconds=29) < job.scheduled_at
     assert job.scheduled_at < before + datetime.timedelta(seconds=31)
     assert [e.type for e in job.events] == ["deferred", "scheduled"]
-    assert job.events[1].detail == {"scheduled_at": job.scheduled_at.isoformat()}
+    detail = job.events[1].detail or {}
+    assert datetime.datetime.fromisoformat(detail["scheduled_at"]) == job.scheduled_at
 
     at = tracedjobs.utils.utcnow() + datetime.timedelta(hours=1)
     job_id = tasks["plain"].configure(schedule_at=at).defer()

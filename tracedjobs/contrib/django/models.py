@@ -105,16 +105,21 @@ class Job(ReadOnlyBase):
 
 
 class Event(ReadOnlyBase):
-    id = models.BigAutoField(primary_key=True)
+    """One entry of a job's history (the view ``tracedjobs_job_history``: recorded events,
+    plus each job's creation and each attempt's start read from their rows)."""
+
+    key = models.TextField(primary_key=True)
     job = models.ForeignKey(Job, on_delete=models.DO_NOTHING, db_constraint=False)
     type = models.TextField()
     at = models.DateTimeField()
     detail = models.JSONField(null=True, blank=True)
+    attempt = models.IntegerField()
+    seq = models.IntegerField()
 
     class Meta:
         managed = False
-        db_table = "tracedjobs_events"
-        ordering = ["id"]
+        db_table = "tracedjobs_job_history"
+        ordering = ["at", "attempt", "seq", "key"]
         get_latest_by = "at"
 
     def __str__(self) -> str:

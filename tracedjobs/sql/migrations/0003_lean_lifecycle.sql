@@ -24,22 +24,25 @@ CREATE INDEX tracedjobs_jobs_status_queue_idx ON tracedjobs_jobs (status, queue_
 
 -- A job's whole history in order: its creation, each attempt's start (ended attempts and
 -- the running one), and the recorded events (schedule, each attempt's end, lost, retried,
--- cancelled, abort requested...). `attempt` and `seq` order entries that share a
--- timestamp (a finish and the next claim can be one transaction).
+-- cancelled, abort requested...). `key` names an entry (e<event id>, d<job id>,
+-- s<attempt id>); `attempt` and `seq` order entries that share a timestamp (a finish and
+-- the next claim can be one transaction).
 CREATE VIEW tracedjobs_job_history AS
-SELECT NULL::bigint AS id, j.id AS job_id, 'deferred'::text AS type, j.created_at AS at,
-       NULL::jsonb AS detail, 0 AS attempt, 0 AS seq
+SELECT 'd' || j.id AS key, NULL::bigint AS id, j.id AS job_id, 'deferred'::text AS type,
+       j.created_at AS at, NULL::jsonb AS detail, 0 AS attempt, 0 AS seq
   FROM tracedjobs_jobs j
 UNION ALL
-SELECT NULL, a.job_id, 'started', a.started_at,
+SELECT 's' || a.id, NULL, a.job_id, 'started', a.started_at,
        jsonb_build_object('attempt', a.attempt, 'worker', a.worker_name), a.attempt, 1
   FROM tracedjobs_attempts a
 UNION ALL
-SELECT NULL, j.id, 'started', j.started_at,
+SELECT 's' || j.attempt_id, NULL, j.id, 'started', j.started_at,
        jsonb_build_object('attempt', j.attempts + j.lost_attempts + 1, 'worker', j.worker_name),
        j.attempts + j.lost_attempts + 1, 1
   FROM tracedjobs_jobs j
  WHERE j.status IN ('doing', 'aborting')
+   AND NOT EXISTS (SELECT 1 FROM tracedjobs_attempts a WHERE a.id = j.attempt_id)
 UNION ALL
-SELECT e.id, e.job_id, e.type, e.at, e.detail, coalesce((e.detail ->> 'attempt')::integer, 0), 2
+SELECT 'e' || e.id, e.id, e.job_id, e.type, e.at, e.detail,
+       coalesce((e.detail ->> 'attempt')::integer, 0), 2
   FROM tracedjobs_events e;
