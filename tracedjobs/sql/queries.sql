@@ -64,17 +64,24 @@ RETURNING j.id, j.queue_name, j.task_name, j.priority, j.lock, j.queueing_lock,
 -- already wrote this attempt as lost, the primary key refuses this late finish, and its
 -- job is left alone — a late finish never overwrites a rescue), its job's next state, and
 -- the event it caused. Returns the ids of the jobs whose result was recorded.
-WITH r AS (
-    SELECT r.*, j.worker_id, j.worker_name, j.started_at, j.queueing_lock,
-           j.attempts + j.lost_attempts + 1 AS attempt,
-           greatest(extract(epoch FROM j.started_at - coalesce(j.scheduled_at, j.created_at)), 0)
-               AS queue_wait,
-           -- A retry may not put a second job with the same queueing lock in `todo`.
-           CASE WHEN r.status = 'todo' AND j.queueing_lock IS NOT NULL THEN EXISTS (
-                SELECT 1 FROM tracedjobs_jobs other
-                 WHERE other.queueing_lock = j.queueing_lock AND other.status = 'todo'
-                   AND other.id <> j.id)
-           ELSE false END AS blocked
+--
+-- Each part reads the batch from the parameters again (same values, sent once) joined to
+-- the job rows by id, and the parts refer to each other through `= ANY (ARRAY(...))`,
+-- computed once: the planner cannot size CTEs, and joining them nests loops over them.
+-- "Running" is written as NOT IN the other statuses so that job rows are looked up by id:
+-- the planner would otherwise scan the (often misjudged) index of running jobs once per
+-- result. Every part sees the job rows as they were before this statement.
+WITH attempts AS (
+    INSERT INTO tracedjobs_attempts
+        (id, job_id, attempt, worker_id, worker_name, started_at, queue_wait, finished_at,
+         outcome, duration, error_type, error_message, traceback, trace_id, span_id)
+    SELECT r.attempt_id, r.job_id, j.attempts + j.lost_attempts + 1, j.worker_id, j.worker_name,
+           j.started_at,
+           greatest(extract(epoch FROM j.started_at - coalesce(j.scheduled_at, j.created_at)), 0),
+           now(), CASE WHEN tracedjobs_retry_blocked(j.id, j.queueing_lock, r.status)
+                       THEN 'failed' ELSE r.outcome END,
+           coalesce(r.duration, extract(epoch FROM now() - j.started_at)),
+           r.error_type, r.error_message, r.traceback, r.trace_id, r.span_id
       FROM unnest(
         %(job_id)s::bigint[], %(attempt_id)s::bigint[], %(status)s::text[], %(outcome)s::text[],
         %(event)s::text[], %(inc)s::integer[], %(retry_in)s::float8[], %(retry_at)s::timestamptz[],
@@ -83,53 +90,80 @@ WITH r AS (
         %(trace_id)s::text[], %(span_id)s::text[])
         AS r(job_id, attempt_id, status, outcome, event, inc, retry_in, retry_at, priority, queue,
              lock, duration, error_type, error_message, traceback, trace_id, span_id)
-      JOIN tracedjobs_jobs j ON j.id = r.job_id AND j.attempt_id = r.attempt_id
-     WHERE j.status IN ('doing', 'aborting')
-), attempts AS (
-    INSERT INTO tracedjobs_attempts
-        (id, job_id, attempt, worker_id, worker_name, started_at, queue_wait, finished_at,
-         outcome, duration, error_type, error_message, traceback, trace_id, span_id)
-    SELECT r.attempt_id, r.job_id, r.attempt, r.worker_id, r.worker_name, r.started_at,
-           r.queue_wait, now(), CASE WHEN r.blocked THEN 'failed' ELSE r.outcome END,
-           coalesce(r.duration, extract(epoch FROM now() - r.started_at)),
-           r.error_type, r.error_message, r.traceback, r.trace_id, r.span_id
-      FROM r
+      JOIN tracedjobs_jobs j ON j.id = r.job_id
+     WHERE j.attempt_id = r.attempt_id AND j.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), jobs AS (
     UPDATE tracedjobs_jobs j
-       SET status = CASE WHEN r.blocked THEN 'failed' ELSE r.status END,
+       SET status = CASE WHEN tracedjobs_retry_blocked(j.id, j.queueing_lock, r.status)
+                         THEN 'failed' ELSE r.status END,
            attempts = j.attempts + r.inc,
            lost_attempts = j.lost_attempts + CASE WHEN r.outcome = 'lost' THEN 1 ELSE 0 END,
            worker_id = NULL,
            updated_at = now(),
-           scheduled_at = CASE WHEN r.status = 'todo' AND NOT r.blocked
-                               THEN coalesce(r.retry_at, now() + make_interval(secs => coalesce(r.retry_in, 0)))
+           scheduled_at = CASE WHEN r.status = 'todo'
+                                    AND NOT tracedjobs_retry_blocked(j.id, j.queueing_lock, r.status)
+                               THEN coalesce(r.retry_at,
+                                             now() + make_interval(secs => coalesce(r.retry_in, 0)))
                                ELSE j.scheduled_at END,
            priority = coalesce(r.priority, j.priority),
            queue_name = coalesce(r.queue, j.queue_name),
            lock = coalesce(r.lock, j.lock)
-      FROM r JOIN attempts ON attempts.id = r.attempt_id
-     -- Checked again on the row as it is when locked (another transaction may have
-     -- changed it since this statement's snapshot).
-     WHERE j.id = r.job_id AND j.attempt_id = r.attempt_id AND j.status IN ('doing', 'aborting')
-    RETURNING j.id, j.status, j.scheduled_at
+      FROM unnest(
+        %(job_id)s::bigint[], %(attempt_id)s::bigint[], %(status)s::text[], %(outcome)s::text[],
+        %(event)s::text[], %(inc)s::integer[], %(retry_in)s::float8[], %(retry_at)s::timestamptz[],
+        %(priority)s::integer[], %(queue)s::text[], %(lock)s::text[], %(duration)s::float8[],
+        %(error_type)s::text[], %(error_message)s::text[], %(traceback)s::text[],
+        %(trace_id)s::text[], %(span_id)s::text[])
+        AS r(job_id, attempt_id, status, outcome, event, inc, retry_in, retry_at, priority, queue,
+             lock, duration, error_type, error_message, traceback, trace_id, span_id)
+     -- The state is checked again on the row as it is when locked (another transaction may
+     -- have changed it since this statement's snapshot).
+     WHERE j.id = r.job_id AND j.attempt_id = r.attempt_id AND j.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')
+       AND r.attempt_id = ANY (ARRAY(SELECT id FROM attempts))
+    RETURNING j.id, j.status, j.scheduled_at, j.queue_name
+), done AS (
+    -- The recorded attempts, with their job as it was before.
+    SELECT r.*, j.attempts + j.lost_attempts + 1 AS attempt, j.lock AS old_lock,
+           tracedjobs_retry_blocked(j.id, j.queueing_lock, r.status) AS blocked
+      FROM unnest(
+        %(job_id)s::bigint[], %(attempt_id)s::bigint[], %(status)s::text[], %(outcome)s::text[],
+        %(event)s::text[], %(inc)s::integer[], %(retry_in)s::float8[], %(retry_at)s::timestamptz[],
+        %(priority)s::integer[], %(queue)s::text[], %(lock)s::text[], %(duration)s::float8[],
+        %(error_type)s::text[], %(error_message)s::text[], %(traceback)s::text[],
+        %(trace_id)s::text[], %(span_id)s::text[])
+        AS r(job_id, attempt_id, status, outcome, event, inc, retry_in, retry_at, priority, queue,
+             lock, duration, error_type, error_message, traceback, trace_id, span_id)
+      JOIN tracedjobs_jobs j ON j.id = r.job_id
+     WHERE r.job_id = ANY (ARRAY(SELECT id FROM jobs))
+), woken AS (
+    -- Wake the workers of queues with work made ready: retried jobs, and jobs waiting on
+    -- a lock these attempts held.
+    SELECT count(pg_notify('tracedjobs_jobs', q.queue_name)) AS n
+      FROM (SELECT queue_name FROM jobs WHERE status = 'todo'
+            UNION
+            SELECT o.queue_name FROM tracedjobs_jobs o
+             WHERE o.lock = ANY (ARRAY(SELECT old_lock FROM done WHERE old_lock IS NOT NULL))
+               AND o.status = 'todo') q
 ), events AS (
     INSERT INTO tracedjobs_events (job_id, type, detail)
-    SELECT r.job_id, 'lost', jsonb_build_object('attempt', r.attempt)
-      FROM r JOIN jobs ON jobs.id = r.job_id WHERE r.outcome = 'lost'
+    SELECT job_id, 'lost', jsonb_build_object('attempt', attempt)
+      FROM done WHERE outcome = 'lost'
     UNION ALL
-    SELECT r.job_id,
-           CASE WHEN r.blocked THEN 'failed' ELSE r.event END,
+    SELECT job_id,
+           CASE WHEN blocked THEN 'failed' ELSE event END,
            jsonb_strip_nulls(jsonb_build_object(
-               'attempt', r.attempt,
-               'attempt_id', r.attempt_id,
-               'error_type', r.error_type,
-               'scheduled_at', CASE WHEN jobs.status = 'todo' THEN jobs.scheduled_at END,
-               'reason', CASE WHEN r.blocked THEN 'queueing lock taken by a waiting job' END))
-      FROM r JOIN jobs ON jobs.id = r.job_id
+               'attempt', attempt,
+               'attempt_id', attempt_id,
+               'error_type', error_type,
+               'scheduled_at', CASE WHEN status = 'todo' AND NOT blocked
+                                    THEN coalesce(retry_at, now() + make_interval(
+                                                  secs => coalesce(retry_in, 0))) END,
+               'reason', CASE WHEN blocked THEN 'queueing lock taken by a waiting job' END))
+      FROM done
 )
-SELECT id FROM jobs;
+SELECT id FROM jobs, woken;
 
 -- name: register_worker
 INSERT INTO tracedjobs_workers (id, name, hostname, pid, queues, concurrency)
@@ -278,12 +312,15 @@ WITH running AS (
            queue_name = coalesce(%(queue)s, queue_name),
            lock = coalesce(%(lock)s, lock)
      WHERE id = %(id)s
-    RETURNING id, scheduled_at, attempts + lost_attempts AS runs
+    RETURNING id, scheduled_at, queue_name, attempts + lost_attempts AS runs
+), woken AS (
+    SELECT count(pg_notify('tracedjobs_jobs', queue_name)) AS n FROM job
 )
 INSERT INTO tracedjobs_events (job_id, type, detail)
 SELECT job.id, 'lost', jsonb_build_object('attempt', lost.attempt) FROM job, lost
 UNION ALL
-SELECT id, 'retried', jsonb_build_object('scheduled_at', scheduled_at, 'attempt', runs) FROM job;
+SELECT id, 'retried', jsonb_build_object('scheduled_at', scheduled_at, 'attempt', runs)
+  FROM job, woken;
 
 -- name: cancel_job
 -- Cancel a waiting job (or delete it), or, with abort, ask a running one to stop.
@@ -304,8 +341,13 @@ WITH cancelled AS (
     SELECT id, 'cancelled' FROM cancelled
     UNION ALL
     SELECT id, 'abort_requested' FROM aborting
+), abort_sent AS (
+    -- The running job's worker hears it at once (it also polls, in case it missed it).
+    SELECT count(pg_notify('tracedjobs_abort', id::text)) AS n FROM aborting
 )
-SELECT id FROM cancelled UNION ALL SELECT id FROM deleted UNION ALL SELECT id FROM aborting;
+SELECT id FROM cancelled
+UNION ALL SELECT id FROM deleted
+UNION ALL SELECT id FROM aborting, abort_sent;
 
 -- name: check_connection
 -- NULL when the tracedjobs tables do not exist (Procrastinate's check_connection).
@@ -644,10 +686,13 @@ WITH job AS (
        AND (j.queueing_lock IS NULL OR NOT EXISTS (
             SELECT 1 FROM tracedjobs_jobs o
              WHERE o.queueing_lock = j.queueing_lock AND o.status = 'todo'))
-    RETURNING j.id, j.scheduled_at
+    RETURNING j.id, j.scheduled_at, j.queue_name
+), woken AS (
+    SELECT count(pg_notify('tracedjobs_jobs', queue_name)) AS n
+      FROM (SELECT DISTINCT queue_name FROM job) q
 )
 INSERT INTO tracedjobs_events (job_id, type, detail)
-SELECT id, 'retried', jsonb_build_object('scheduled_at', scheduled_at) FROM job
+SELECT id, 'retried', jsonb_build_object('scheduled_at', scheduled_at) FROM job, woken
 RETURNING job_id;
 
 -- name: cancel_todo_jobs

@@ -16,6 +16,21 @@ DELETE FROM tracedjobs_attempts WHERE outcome IS NULL;
 -- The history now derives these two.
 DELETE FROM tracedjobs_events WHERE type IN ('deferred', 'started');
 
+-- Wake-ups on updates are sent by the statements that make work ready (a retry, a lock
+-- released, a manual retry, an abort request) instead of a trigger whose transition tables
+-- copied every row of every claim and finish.
+DROP TRIGGER tracedjobs_jobs_updated ON tracedjobs_jobs;
+DROP FUNCTION tracedjobs_notify_updated();
+
+-- A retry may not put a second job with the same queueing lock in `todo` (the unique index
+-- would refuse the whole batch): such a job fails instead. Read with the statement's
+-- snapshot, so every part of a finish agrees.
+CREATE FUNCTION tracedjobs_retry_blocked(job_id bigint, queueing_lock text, next_status text)
+    RETURNS boolean LANGUAGE sql STABLE
+    AS $$ SELECT next_status = 'todo' AND queueing_lock IS NOT NULL AND EXISTS (
+              SELECT 1 FROM tracedjobs_jobs other
+               WHERE other.queueing_lock = $2 AND other.status = 'todo' AND other.id <> $1) $$;
+
 -- One index for counts by status and queue (gauges, `top`) and pruning by age, instead of
 -- two updated on every status change.
 DROP INDEX tracedjobs_jobs_status_updated_idx;
