@@ -140,6 +140,7 @@ class PsycopgConnector:
         self._session_resolved: str | None = None
         # Whether conninfo leads to a pooler: unknown until the first connection says.
         self._pooler: bool | None = None
+        self._pooler_warned = False
         self._json_dumps = json_dumps
         self._json_loads = json_loads
         self.pool_args = dict(pool_args)
@@ -255,21 +256,8 @@ class PsycopgConnector:
         self._adapt_to_pooler(conn)
 
     def _found_pooler(self, pooler: bool) -> None:
-        if self._pooler is not None:  # another connection got there first
-            return
-        self._pooler = pooler
-        if pooler and self._session_resolved is None:
-            logger.warning(
-                "%s goes through a connection pooler (prepared statements are now off on its "
-                "connections). If it pools by transaction (PgBouncer pool_mode = transaction), "
-                "LISTEN cannot work through it (new jobs wait for the polling interval) nor "
-                "can the gauge exporter's session lock: set $%s (or "
-                "PsycopgConnector(session_conninfo=...)) to a direct URL of the same database "
-                "(for a pooler in session mode, to this same URL)",
-                # Not self.url: a pool being opened under self._lock configures this.
-                display_url(self._resolved or ""),
-                SESSION_DATABASE_URL_ENV,
-            )
+        if self._pooler is None:  # else another connection got there first
+            self._pooler = pooler
 
     def _adapt_to_pooler(
         self, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
@@ -321,7 +309,20 @@ class PsycopgConnector:
         what lives as long as the session: LISTEN and session-level advisory locks. It goes
         to ``session_conninfo`` when set, else where everything goes."""
         url = self._session_url()
-        return await self._connect_async(url, timeout, main=self._session_resolved is None)
+        conn = await self._connect_async(url, timeout, main=self._session_resolved is None)
+        if self._pooler and self._session_resolved is None and not self._pooler_warned:
+            # Only here: deferring and the CLI's job commands need no session, and are fine.
+            self._pooler_warned = True
+            logger.warning(
+                "%s goes through a connection pooler: if it pools by transaction (PgBouncer "
+                "pool_mode = transaction), LISTEN cannot work through it (new jobs wait for "
+                "the polling interval) nor can the gauge exporter's session lock. Set $%s "
+                "(or PsycopgConnector(session_conninfo=...)) to a direct URL of the same "
+                "database (for a pooler in session mode, to this same URL)",
+                display_url(url),
+                SESSION_DATABASE_URL_ENV,
+            )
+        return conn
 
     async def _connect_async(
         self, url: str, timeout: float, *, main: bool
