@@ -289,9 +289,9 @@ class PsycopgConnector:
             raise DatabaseError(describe_connection_error(url, exc)) from None
         try:
             self._configure_sync(conn)
-        except BaseException:
+        except psycopg.Error as exc:  # the server went away right after the start-up
             conn.close()
-            raise
+            raise DatabaseError(describe_connection_error(url, exc)) from None
         return conn
 
     async def connect_async(
@@ -335,9 +335,11 @@ class PsycopgConnector:
             raise DatabaseError(describe_connection_error(url, exc)) from None
         try:
             await self._configure_async(conn, main=main)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(psycopg.Error, OSError):
                 await conn.close()
+            if isinstance(exc, psycopg.Error):  # the server went away after the start-up
+                raise DatabaseError(describe_connection_error(url, exc)) from None
             raise
         return conn
 
