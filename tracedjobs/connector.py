@@ -5,6 +5,10 @@ the worker's pool, its heartbeat and LISTEN connections, the gauge exporter and 
 come from here, so pool sizes, connection options (``search_path``, SSL…) and the JSON
 codecs apply everywhere.
 
+What needs a server session of its own (LISTEN, session-level advisory locks) asks for it
+with :meth:`PsycopgConnector.connect_session_async`, which may go to a second URL: behind a
+transaction-pooling PgBouncer, everything else goes through the pooler and these go direct.
+
 Queries are run by *operations*: generators that yield :class:`Query` steps and receive
 their rows (see ``manager.py``). :meth:`PsycopgConnector.run` and :meth:`run_async` drive
 one operation on a sync or async connection, so each piece of database logic is written
@@ -37,6 +41,7 @@ from tracedjobs.utils import redact_url
 logger = logging.getLogger("tracedjobs")
 
 DATABASE_URL_ENV = "TRACEDJOBS_DATABASE_URL"
+SESSION_DATABASE_URL_ENV = "TRACEDJOBS_SESSION_DATABASE_URL"
 
 T = TypeVar("T")
 
@@ -84,6 +89,9 @@ def display_url(url: str) -> str:
     return redact_url(url) if url else "the libpq defaults (PG* environment variables)"
 
 
+# A pooler answers the start-up with a process id (cancel key) of its own; a direct
+# connection's is the server process that runs its statements.
+_BACKEND_PID = "SELECT pg_backend_pid()"
 _MISSING_SCHEMA = "the tracedjobs tables do not exist in this database: run `tracedjobs migrate`"
 # A pool retries a failing connection quietly for its whole timeout; one direct attempt
 # first fails fast with the server's own reason (refused, unknown database, bad password).
@@ -99,20 +107,40 @@ class PsycopgConnector:
     encode task arguments and decode them on every connection made here. Other keyword
     arguments go to the psycopg pools (``min_size``, ``max_size``, ``kwargs`` for the
     connections, ``timeout``…).
+
+    ``session_conninfo``: where the connections that need a server session of their own
+    go — the workers' and ``top``'s LISTEN, the gauge exporter's advisory lock — when
+    ``conninfo`` is a pooler that pools by transaction (PgBouncer ``pool_mode =
+    transaction``): a direct URL to the same database. Unset: everything goes to
+    ``conninfo``.
+
+    The first connection to ``conninfo`` tells whether a pooler answers there; if so,
+    psycopg's automatic prepared statements are off on its connections (a transaction
+    pooler runs each transaction on whichever server connection is free, where the
+    statement is unknown), unless ``kwargs`` sets ``prepare_threshold``.
     """
 
     def __init__(
         self,
         *,
         conninfo: str | None = None,
+        session_conninfo: str | None = None,
         json_dumps: Callable[[Any], str] | None = None,
         json_loads: Callable[[str | bytes], Any] | None = None,
         **pool_args: Any,
     ) -> None:
         self._conninfo = conninfo
+        self._session_conninfo = session_conninfo
         # Only a bare App() (see for_app) looks at $TRACEDJOBS_DATABASE_URL and then
         # falls back to the embedded server.
         self._app_default = False
+        # Connectors an App builds read $TRACEDJOBS_SESSION_DATABASE_URL; an explicit
+        # connector means exactly what it says.
+        self._session_from_env = False
+        self._session_resolved: str | None = None
+        # Whether conninfo leads to a pooler: unknown until the first connection says.
+        self._pooler: bool | None = None
+        self._pooler_warned = False
         self._json_dumps = json_dumps
         self._json_loads = json_loads
         self.pool_args = dict(pool_args)
@@ -131,6 +159,7 @@ class PsycopgConnector:
         embedded server (which says so once, loudly)."""
         connector = cls(conninfo=database_url)
         connector._app_default = database_url is None
+        connector._session_from_env = True
         return connector
 
     # -- where ---------------------------------------------------------------------------
@@ -148,14 +177,31 @@ class PsycopgConnector:
             return self._resolved
 
     def _resolve(self) -> str:
+        session = self._session_conninfo
+        if session is None and self._session_from_env:
+            session = os.environ.get(SESSION_DATABASE_URL_ENV) or None
+        if session is not None:
+            _check_conninfo(session)
         url = self._conninfo
         if url is None and self._app_default:
             url = os.environ.get(DATABASE_URL_ENV) or None
             if url is None:
+                if session is not None:
+                    # A direct route to which database? Not the embedded one, surely.
+                    raise ConfigurationError(
+                        f"${SESSION_DATABASE_URL_ENV} is set but ${DATABASE_URL_ENV} is not: "
+                        "set both (the session URL reaches the same database directly) or "
+                        "neither"
+                    )
                 return self._start_embedded()
         url = url or ""
         _check_conninfo(url)
+        self._session_resolved = session
         return url
+
+    def _session_url(self) -> str:
+        url = self.url
+        return url if self._session_resolved is None else self._session_resolved
 
     def _start_embedded(self) -> str:
         url = embedded.start()
@@ -191,10 +237,34 @@ class PsycopgConnector:
     def _configure_sync(self, conn: psycopg.Connection[Any]) -> None:
         conn.autocommit = True
         self._set_codecs(conn)
+        if self._pooler is None:
+            row = conn.execute(_BACKEND_PID).fetchone()
+            self._found_pooler(row is not None and row[0] != conn.info.backend_pid)
+        self._adapt_to_pooler(conn)
 
-    async def _configure_async(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _configure_async(
+        self, conn: psycopg.AsyncConnection[Any], *, main: bool = True
+    ) -> None:
+        """``main``: a connection to ``conninfo`` (not to ``session_conninfo``)."""
         await conn.set_autocommit(True)
         self._set_codecs(conn)
+        if not main:
+            return
+        if self._pooler is None:
+            row = await (await conn.execute(_BACKEND_PID)).fetchone()
+            self._found_pooler(row is not None and row[0] != conn.info.backend_pid)
+        self._adapt_to_pooler(conn)
+
+    def _found_pooler(self, pooler: bool) -> None:
+        if self._pooler is None:  # else another connection got there first
+            self._pooler = pooler
+
+    def _adapt_to_pooler(
+        self, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
+    ) -> None:
+        # PgBouncer >= 1.21 with max_prepared_statements can keep them: kwargs says so.
+        if self._pooler and "prepare_threshold" not in self._connect_kwargs():
+            conn.prepare_threshold = None
 
     def _set_codecs(self, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
         if self._json_dumps is not None:
@@ -217,22 +287,60 @@ class PsycopgConnector:
             conn = psycopg.connect(url, connect_timeout=_PROBE_TIMEOUT, **self._connect_kwargs())
         except psycopg.Error as exc:
             raise DatabaseError(describe_connection_error(url, exc)) from None
-        self._configure_sync(conn)
+        try:
+            self._configure_sync(conn)
+        except psycopg.Error as exc:  # the server went away right after the start-up
+            conn.close()
+            raise DatabaseError(describe_connection_error(url, exc)) from None
         return conn
 
     async def connect_async(
         self, *, timeout: float = _PROBE_TIMEOUT
     ) -> psycopg.AsyncConnection[Any]:
-        """A dedicated (unpooled) async connection in autocommit mode: LISTEN, heartbeats,
-        advisory locks — anything that must not wait for, or hold, a pool slot."""
-        url = self.url
+        """A dedicated (unpooled) async connection in autocommit mode: heartbeats, ``top``'s
+        refreshes — anything that must not wait for, or hold, a pool slot. It may go through
+        a transaction pooler: what needs a session uses :meth:`connect_session_async`."""
+        return await self._connect_async(self.url, timeout, main=True)
+
+    async def connect_session_async(
+        self, *, timeout: float = _PROBE_TIMEOUT
+    ) -> psycopg.AsyncConnection[Any]:
+        """A dedicated async connection (autocommit) with a server session of its own, for
+        what lives as long as the session: LISTEN and session-level advisory locks. It goes
+        to ``session_conninfo`` when set, else where everything goes."""
+        url = self._session_url()
+        conn = await self._connect_async(url, timeout, main=self._session_resolved is None)
+        if self._pooler and self._session_resolved is None and not self._pooler_warned:
+            # Only here: deferring and the CLI's job commands need no session, and are fine.
+            self._pooler_warned = True
+            logger.warning(
+                "%s goes through a connection pooler: if it pools by transaction (PgBouncer "
+                "pool_mode = transaction), LISTEN cannot work through it (new jobs wait for "
+                "the polling interval) nor can the gauge exporter's session lock. Set $%s "
+                "(or PsycopgConnector(session_conninfo=...)) to a direct URL of the same "
+                "database (for a pooler in session mode, to this same URL)",
+                display_url(url),
+                SESSION_DATABASE_URL_ENV,
+            )
+        return conn
+
+    async def _connect_async(
+        self, url: str, timeout: float, *, main: bool
+    ) -> psycopg.AsyncConnection[Any]:
         try:
             conn = await psycopg.AsyncConnection.connect(
                 url, connect_timeout=max(1, int(timeout)), **self._connect_kwargs()
             )
         except psycopg.Error as exc:
             raise DatabaseError(describe_connection_error(url, exc)) from None
-        await self._configure_async(conn)
+        try:
+            await self._configure_async(conn, main=main)
+        except BaseException as exc:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await conn.close()
+            if isinstance(exc, psycopg.Error):  # the server went away after the start-up
+                raise DatabaseError(describe_connection_error(url, exc)) from None
+            raise
         return conn
 
     def create_pool_async(

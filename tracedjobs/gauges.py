@@ -40,7 +40,7 @@ async def _export(worker: Worker, health: supervisor.Health) -> None:
     interval = refresh_interval(worker)
     while not telemetry.metrics_enabled():
         await anyio.sleep(interval)
-    conn = await worker.store.connect()
+    conn = await worker.store.connect_session()
     elected = False
     try:
         while True:

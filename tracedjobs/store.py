@@ -3,7 +3,9 @@
 The worker talks to a :class:`WorkerStore`; :class:`PostgresStore` is the real one. Its
 connections all come from the connector: a small pool of its own for claims and the side
 loops, and dedicated connections for heartbeats (so a busy pool can never delay them and
-make peers declare a healthy worker dead), for LISTEN and for the gauge election.
+make peers declare a healthy worker dead), for LISTEN and for the gauge election. The last
+two need a server session of their own, so they come from ``connect_session_async`` (which
+may bypass a transaction pooler that the others go through).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class WorkerStore(Protocol):
     async def defer_periodic(self, params: dict[str, Any]) -> int | None: ...
     async def prune_periodic_ticks(self) -> None: ...
     def listen(self) -> contextlib.AbstractAsyncContextManager[AsyncIterator[psycopg.Notify]]: ...
-    async def connect(self) -> psycopg.AsyncConnection[Any]: ...
+    async def connect_session(self) -> psycopg.AsyncConnection[Any]: ...
 
 
 def finish_params(results: Sequence[AttemptResult]) -> dict[str, Any]:
@@ -132,9 +134,10 @@ class PostgresStore:
         assert self._pool is not None, "the store is not open"
         return self._pool
 
-    async def connect(self) -> psycopg.AsyncConnection[Any]:
-        """A dedicated connection (e.g. the gauge exporter's advisory lock session)."""
-        return await self.connector.connect_async()
+    async def connect_session(self) -> psycopg.AsyncConnection[Any]:
+        """A dedicated connection with a session of its own (the gauge exporter's advisory
+        lock lives as long as it)."""
+        return await self.connector.connect_session_async()
 
     # -- registration and heartbeats (a dedicated connection) ---------------------------
 
@@ -293,8 +296,8 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def listen(self) -> AsyncIterator[AsyncIterator[psycopg.Notify]]:
-        """LISTEN to new-job and abort notifications on a connection of its own."""
-        conn = await self.connector.connect_async()
+        """LISTEN to new-job and abort notifications on a session connection of its own."""
+        conn = await self.connector.connect_session_async()
         try:
             await conn.execute(f"LISTEN {JOBS_CHANNEL}")
             await conn.execute(f"LISTEN {ABORT_CHANNEL}")

@@ -354,7 +354,7 @@ class TopApp(App[None]):
         """LISTEN for new events: each notification wakes a refresh of the tail."""
         while True:
             try:
-                conn = await self.tj.connector.connect_async(timeout=3)
+                conn = await self.tj.connector.connect_session_async(timeout=3)
                 async with conn:
                     await conn.execute("LISTEN tracedjobs_events")
                     async for _ in conn.notifies():
