@@ -34,7 +34,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from tracedjobs import embedded
+from tracedjobs import embedded, sql
 from tracedjobs.exceptions import ConfigurationError, DatabaseError, SchemaError
 from tracedjobs.utils import redact_url
 
@@ -89,9 +89,6 @@ def display_url(url: str) -> str:
     return redact_url(url) if url else "the libpq defaults (PG* environment variables)"
 
 
-# A pooler answers the start-up with a process id (cancel key) of its own; a direct
-# connection's is the server process that runs its statements.
-_BACKEND_PID = "SELECT pg_backend_pid()"
 _MISSING_SCHEMA = "the tracedjobs tables do not exist in this database: run `tracedjobs migrate`"
 # A pool retries a failing connection quietly for its whole timeout; one direct attempt
 # first fails fast with the server's own reason (refused, unknown database, bad password).
@@ -238,7 +235,7 @@ class PsycopgConnector:
         conn.autocommit = True
         self._set_codecs(conn)
         if self._pooler is None:
-            row = conn.execute(_BACKEND_PID).fetchone()
+            row = conn.execute(sql.query("backend_pid")).fetchone()
             self._found_pooler(row is not None and row[0] != conn.info.backend_pid)
         self._adapt_to_pooler(conn)
 
@@ -251,7 +248,7 @@ class PsycopgConnector:
         if not main:
             return
         if self._pooler is None:
-            row = await (await conn.execute(_BACKEND_PID)).fetchone()
+            row = await (await conn.execute(sql.query("backend_pid"))).fetchone()
             self._found_pooler(row is not None and row[0] != conn.info.backend_pid)
         self._adapt_to_pooler(conn)
 

@@ -48,12 +48,13 @@ def use_database(app: Any, url: str) -> None:
     """Point an imported app at another database (``--database-url`` beats the app's own).
 
     The app module built its connector at import time; it is lazy, so nothing has connected
-    yet and swapping it is safe.
+    yet and swapping it is safe. Like ``App(database_url=url)``, the new connector reads
+    ``$TRACEDJOBS_SESSION_DATABASE_URL`` (the direct route for LISTEN behind PgBouncer).
     """
     from tracedjobs.connector import PsycopgConnector
     from tracedjobs.manager import JobManager
 
-    app.connector = PsycopgConnector(conninfo=url)
+    app.connector = PsycopgConnector.for_app(url)
     app.job_manager = JobManager(app.connector)
 
 

@@ -349,6 +349,11 @@ SELECT id FROM cancelled
 UNION ALL SELECT id FROM deleted
 UNION ALL SELECT id FROM aborting, abort_sent;
 
+-- name: backend_pid
+-- A pooler answers the start-up with a process id (cancel key) of its own; a direct
+-- connection's is the server process that runs its statements (see the connector).
+SELECT pg_backend_pid();
+
 -- name: check_connection
 -- NULL when the tracedjobs tables do not exist (Procrastinate's check_connection).
 SELECT to_regclass('tracedjobs_jobs') AS check;
