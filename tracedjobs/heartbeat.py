@@ -12,8 +12,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from tracedjobs import telemetry
 from tracedjobs.jobs import AttemptResult, Job, Outcome, Status
 
@@ -127,9 +125,28 @@ class Heartbeat:
             await worker.store.register(worker.info)
 
 
+PRUNE_BATCH = 5_000
+PRUNE_BATCHES_PER_PASS = 20  # at most 100,000 jobs a pass: a backlog is worked off over passes
+
+
+async def prune(worker: Worker, retention: float) -> int:
+    """Delete jobs that ended well more than ``retention`` seconds ago, with their history,
+    in batches (short transactions); returns how many."""
+    deleted = 0
+    for _ in range(PRUNE_BATCHES_PER_PASS):
+        n = await worker.store.prune_finished(retention, PRUNE_BATCH)
+        deleted += n
+        if n < PRUNE_BATCH:
+            break
+    if deleted:
+        logger.debug("pruned %d finished job(s) older than %.0f s", deleted, retention)
+    return deleted
+
+
 async def rescue(worker: Worker) -> None:
-    """One pass of the rescue loop: re-run or fail the jobs of dead workers (or just prune
-    their rows when rescue is off), and prune old periodic ticks."""
+    """One pass of the maintenance loop: re-run or fail the jobs of dead workers (or just
+    prune their rows when rescue is off), prune old periodic ticks, and, with a
+    ``retention``, old finished jobs."""
     store = worker.store
     steady = worker.heartbeat.steady_for()
     if steady < worker.stalled_worker_timeout:
@@ -137,29 +154,33 @@ async def rescue(worker: Worker) -> None:
             "rescue skipped: this worker's own heartbeats have only gone through for %.1f s",
             steady,
         )
-        return
-    if worker.rescue_stalled:
-        rescued = await store.rescue_dead_workers(
-            worker.stalled_worker_timeout,
-            lambda job: decide_lost(worker.app, job),
-            exclude=worker.id,
-        )
-        for job, result in rescued:
-            logger.warning(
-                "job %s (%s) was lost by its worker; now %s",
-                job.id,
-                job.task_name,
-                result.status,
-                extra={"action": "job_lost", "job": {"id": job.id, "task_name": job.task_name}},
-            )
-            telemetry.record_attempt(
-                queue=job.queue_name,
-                task_name=job.task_name,
-                outcome=str(Outcome.LOST),
-                duration=None,
-                error_type=result.error_type,
-            )
+    elif worker.rescue_stalled:
+        await _rescue_dead_workers(worker)
     else:
         await store.prune_dead_workers(worker.stalled_worker_timeout)
     await store.prune_periodic_ticks()
-    await anyio.lowlevel.checkpoint()
+    if worker.retention is not None:
+        await prune(worker, worker.retention)
+
+
+async def _rescue_dead_workers(worker: Worker) -> None:
+    rescued = await worker.store.rescue_dead_workers(
+        worker.stalled_worker_timeout,
+        lambda job: decide_lost(worker.app, job),
+        exclude=worker.id,
+    )
+    for job, result in rescued:
+        logger.warning(
+            "job %s (%s) was lost by its worker; now %s",
+            job.id,
+            job.task_name,
+            result.status,
+            extra={"action": "job_lost", "job": {"id": job.id, "task_name": job.task_name}},
+        )
+        telemetry.record_attempt(
+            queue=job.queue_name,
+            task_name=job.task_name,
+            outcome=str(Outcome.LOST),
+            duration=None,
+            error_type=result.error_type,
+        )

@@ -75,6 +75,7 @@ class WorkerStore(Protocol):
     async def prune_dead_workers(self, seconds: float) -> int: ...
     async def defer_periodic(self, params: dict[str, Any]) -> int | None: ...
     async def prune_periodic_ticks(self) -> None: ...
+    async def prune_finished(self, seconds: float, limit: int) -> int: ...
     def listen(self) -> contextlib.AbstractAsyncContextManager[AsyncIterator[psycopg.Notify]]: ...
     async def connect_session(self) -> psycopg.AsyncConnection[Any]: ...
 
@@ -291,6 +292,14 @@ class PostgresStore:
     async def prune_periodic_ticks(self) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(sql.query("prune_periodic_ticks"))
+
+    async def prune_finished(self, seconds: float, limit: int) -> int:
+        """Delete up to ``limit`` jobs that ended well more than ``seconds`` ago."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                sql.query("prune_finished_batch"), {"seconds": float(seconds), "limit": limit}
+            )
+            return len(await cur.fetchall())
 
     # -- LISTEN (a dedicated connection) ---------------------------------------------------
 

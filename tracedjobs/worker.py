@@ -73,6 +73,7 @@ class WorkerOptions(TypedDict, total=False):
     rescue_stalled: bool
     periodic_tasks: bool
     periodic_catch_up: float
+    retention: float | None
     # Older tracedjobs names, still accepted:
     polling_interval: float
     shutdown_timeout: float | None
@@ -154,6 +155,10 @@ class Worker:
         self.periodic_catch_up = float(
             o.get("periodic_catch_up", periodic.DEFAULT_CATCH_UP_SECONDS)
         )
+        retention = o.get("retention")
+        if retention is not None and retention <= 0:
+            raise ValueError("retention must be a positive number of seconds (or None: keep all)")
+        self.retention = None if retention is None else float(retention)
         self.info = WorkerInfo(
             id=self.id,
             name=self.name,

@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 import tracedjobs
-from tests.integration.running import FAST, finish, outcomes, wait_for_status
+from tests.helpers import query, scalar
+from tests.integration.running import FAST, finish, outcomes, running_worker, wait_for_status
 from tracedjobs.jobs import AttemptResult
 from tracedjobs.store import Batch, PostgresStore, WorkerInfo
 from tracedjobs.worker import Worker
@@ -258,3 +259,40 @@ def test_side_loop_failures_never_cancel_running_jobs(
     assert any("heartbeat recovered after 2 failed attempt(s)" in m for m in messages)
     assert sum("abort poll failed (RuntimeError: a bug in the abort poll)" in m for m in messages) == 1
     assert app.job_manager.list_workers() == []  # unregistered on the way out
+
+
+def test_retention_deletes_old_jobs_that_ended_well_with_their_history(
+    app: tracedjobs.App, db_url: str
+) -> None:
+    @app.task
+    def ok() -> None: ...
+
+    @app.task
+    def boom() -> None:
+        raise ValueError("kept for people to look at")
+
+    old_ok, recent_ok, old_failed = ok.defer(), ok.defer(), boom.defer()
+    finish(app, old_ok, recent_ok, old_failed)
+    query(
+        db_url,
+        "UPDATE tracedjobs_jobs SET updated_at = now() - interval '2 hours' WHERE id = ANY(%s)",
+        ([old_ok, old_failed],),
+    )
+    # A worker with a retention prunes as part of its maintenance pass.
+
+    async def main() -> None:
+        try:
+            async with running_worker(app, retention=3600):
+                with anyio.fail_after(20):
+                    while any(j.id == old_ok for j in await app.job_manager.list_jobs_async()):
+                        await anyio.sleep(0.05)
+        finally:
+            await app.connector.close_async()
+
+    anyio.run(main)
+    remaining = {j.id for j in app.job_manager.list_jobs()}
+    assert remaining == {recent_ok, old_failed}
+    for table in ("tracedjobs_attempts", "tracedjobs_events"):
+        assert scalar(db_url, f"SELECT count(*) FROM {table} WHERE job_id = %s", (old_ok,)) == 0
+    with pytest.raises(ValueError, match="retention must be a positive"):
+        app.run_worker(retention=0)

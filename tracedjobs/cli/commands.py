@@ -10,7 +10,9 @@ from typing import Any
 from tracedjobs.cli.base import UsageError, load_app, ready_app, stderr
 
 # Procrastinate-only options are passed only when given: the worker's defaults apply.
-_OPTIONAL = ("abort_job_polling_interval", "delete_jobs", "shutdown_graceful_timeout")
+_OPTIONAL = (
+    "abort_job_polling_interval", "delete_jobs", "shutdown_graceful_timeout", "retention",
+)
 
 
 def worker_options(args: argparse.Namespace) -> dict[str, Any]:

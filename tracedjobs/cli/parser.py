@@ -104,6 +104,11 @@ def _worker_parser(p: argparse.ArgumentParser) -> None:
         help="do not rescue jobs of dead workers automatically",
     )
     p.add_argument(
+        "--retention", type=seconds,
+        help="delete jobs that ended well (succeeded, cancelled, aborted) this long ago, with "
+        "their history (default: keep them; failed jobs are always kept)",
+    )
+    p.add_argument(
         "--periodic-catch-up", type=seconds, default=0.0,
         help="defer periodic ticks missed up to this long ago at start (default 0)",
     )

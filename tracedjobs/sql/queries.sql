@@ -477,6 +477,18 @@ SELECT (SELECT count(*) FROM tick)::integer AS tick_taken, (SELECT id FROM job) 
 -- name: prune_periodic_ticks
 DELETE FROM tracedjobs_periodic_ticks WHERE created_at < now() - interval '1 day';
 
+-- name: prune_finished_batch
+-- A worker's `retention`: delete a batch of jobs that ended well (succeeded, cancelled,
+-- aborted) more than %(seconds)s ago, with their history. Failed jobs are kept for people to
+-- look at (`tracedjobs prune --include-failed`). Workers pruning at once skip each other's rows.
+DELETE FROM tracedjobs_jobs WHERE id IN (
+    SELECT id FROM tracedjobs_jobs
+     WHERE status IN ('succeeded', 'cancelled', 'aborted')
+       AND updated_at < now() - make_interval(secs => %(seconds)s)
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED)
+RETURNING id;
+
 -- name: prune_jobs
 -- Delete finished jobs (with their attempts and events) older than the given age.
 DELETE FROM tracedjobs_jobs
