@@ -90,8 +90,8 @@ def attempt_result(
             status=Status.ABORTED, outcome=Outcome.ABORTED, event="aborted", **base
         )
     if aborted_by == "request":
-        # Asked to abort, it ended with another error: failed (as in Procrastinate), and not
-        # retried — nobody wants a job they aborted to come back (Procrastinate would).
+        # Asked to abort, it ended with another error: failed, and not retried — as in
+        # Procrastinate: nobody wants a job they aborted to come back.
         return AttemptResult(status=Status.FAILED, outcome=Outcome.FAILED, event="failed", **base)
     decision, problem = _retry_decision(task, exception, job)
     if problem is not None:

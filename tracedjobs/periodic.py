@@ -120,7 +120,7 @@ class Deferrer:
                         periodic.task.name,
                         tick,
                         job_id,
-                        extra={"action": "periodic_deferred"},
+                        extra={"action": "periodic_task_deferred"},
                     )
         # Only once every tick is deferred: after a failure the next step catches up.
         self._since = now
