@@ -116,11 +116,18 @@ def _op_list_jobs(
 _STATS = ("todo", "doing", "succeeded", "failed", "cancelled", "aborting", "aborted")
 
 
+_GROUP_COLUMNS = {"queues": "queue_name", "tasks": "task_name", "locks": "lock"}
+
+
 def _op_list_groups(
     by: str, queue: str | None, task: str | None, status: str | Status | None, lock: str | None
 ) -> Operation[list[dict[str, Any]]]:
     """Jobs counted by queue, task or lock, per status (Procrastinate's list_* shape)."""
-    rows = yield _q(f"list_{by}", queue=queue, task_name=task, status=_status(status), lock=lock)
+    query = psycopg.sql.SQL(sql.query("list_groups")).format(
+        column=psycopg.sql.Identifier(_GROUP_COLUMNS[by])
+    )
+    params = {"queue": queue, "task_name": task, "status": _status(status), "lock": lock}
+    rows = yield Query(query, params)
     return [
         {"name": r["name"], "jobs_count": r["jobs_count"]}
         | {s: int((r["stats"] or {}).get(s, 0)) for s in _STATS}

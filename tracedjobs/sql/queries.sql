@@ -402,38 +402,14 @@ SELECT * FROM tracedjobs_jobs
  ORDER BY id DESC
  LIMIT %(limit)s;
 
--- name: list_queues
--- Jobs per queue and status (Procrastinate's shape: name, jobs_count, stats).
+-- name: list_groups
+-- Jobs per queue, task or lock and per status (Procrastinate's list_queues/list_tasks/
+-- list_locks shape: name, jobs_count, stats). {column} is one of queue_name, task_name,
+-- lock (an identifier chosen in manager.py, never user input).
 WITH counts AS (
-    SELECT queue_name AS name, status, count(*) AS n
+    SELECT {column} AS name, status, count(*) AS n
       FROM tracedjobs_jobs
-     WHERE (%(queue)s::text IS NULL OR queue_name = %(queue)s)
-       AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s)
-       AND (%(status)s::text IS NULL OR status = %(status)s)
-       AND (%(lock)s::text IS NULL OR lock = %(lock)s)
-     GROUP BY 1, 2
-)
-SELECT name, sum(n)::bigint AS jobs_count, jsonb_object_agg(status, n) AS stats
-  FROM counts GROUP BY name ORDER BY name;
-
--- name: list_tasks
-WITH counts AS (
-    SELECT task_name AS name, status, count(*) AS n
-      FROM tracedjobs_jobs
-     WHERE (%(queue)s::text IS NULL OR queue_name = %(queue)s)
-       AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s)
-       AND (%(status)s::text IS NULL OR status = %(status)s)
-       AND (%(lock)s::text IS NULL OR lock = %(lock)s)
-     GROUP BY 1, 2
-)
-SELECT name, sum(n)::bigint AS jobs_count, jsonb_object_agg(status, n) AS stats
-  FROM counts GROUP BY name ORDER BY name;
-
--- name: list_locks
-WITH counts AS (
-    SELECT lock AS name, status, count(*) AS n
-      FROM tracedjobs_jobs
-     WHERE lock IS NOT NULL
+     WHERE {column} IS NOT NULL
        AND (%(queue)s::text IS NULL OR queue_name = %(queue)s)
        AND (%(task_name)s::text IS NULL OR task_name = %(task_name)s)
        AND (%(status)s::text IS NULL OR status = %(status)s)
