@@ -65,13 +65,22 @@ RETURNING j.id, j.queue_name, j.task_name, j.priority, j.lock, j.queueing_lock,
 -- job is left alone — a late finish never overwrites a rescue), its job's next state, and
 -- the event it caused. Returns the ids of the jobs whose result was recorded.
 --
--- Each part reads the batch from the parameters again (same values, sent once) joined to
--- the job rows by id, and the parts refer to each other through `= ANY (ARRAY(...))`,
--- computed once: the planner cannot size CTEs, and joining them nests loops over them.
+-- Each part joins the batch to the job rows by id, and the parts refer to each other
+-- through `= ANY (ARRAY(...))`, computed once: the planner misjudges the size of CTEs
+-- built on other CTEs, and joining those nested loops over them.
 -- "Running" is written as NOT IN the other statuses so that job rows are looked up by id:
 -- the planner would otherwise scan the (often misjudged) index of running jobs once per
 -- result. Every part sees the job rows as they were before this statement.
-WITH attempts AS (
+WITH batch AS (
+    SELECT * FROM unnest(
+        %(job_id)s::bigint[], %(attempt_id)s::bigint[], %(status)s::text[], %(outcome)s::text[],
+        %(event)s::text[], %(inc)s::integer[], %(retry_in)s::float8[], %(retry_at)s::timestamptz[],
+        %(priority)s::integer[], %(queue)s::text[], %(lock)s::text[], %(duration)s::float8[],
+        %(error_type)s::text[], %(error_message)s::text[], %(traceback)s::text[],
+        %(trace_id)s::text[], %(span_id)s::text[])
+        AS r(job_id, attempt_id, status, outcome, event, inc, retry_in, retry_at, priority, queue,
+             lock, duration, error_type, error_message, traceback, trace_id, span_id)
+), attempts AS (
     INSERT INTO tracedjobs_attempts
         (id, job_id, attempt, worker_id, worker_name, started_at, queue_wait, finished_at,
          outcome, duration, error_type, error_message, traceback, trace_id, span_id)
@@ -82,16 +91,10 @@ WITH attempts AS (
                        THEN 'failed' ELSE r.outcome END,
            coalesce(r.duration, extract(epoch FROM now() - j.started_at)),
            r.error_type, r.error_message, r.traceback, r.trace_id, r.span_id
-      FROM unnest(
-        %(job_id)s::bigint[], %(attempt_id)s::bigint[], %(status)s::text[], %(outcome)s::text[],
-        %(event)s::text[], %(inc)s::integer[], %(retry_in)s::float8[], %(retry_at)s::timestamptz[],
-        %(priority)s::integer[], %(queue)s::text[], %(lock)s::text[], %(duration)s::float8[],
-        %(error_type)s::text[], %(error_message)s::text[], %(traceback)s::text[],
-        %(trace_id)s::text[], %(span_id)s::text[])
-        AS r(job_id, attempt_id, status, outcome, event, inc, retry_in, retry_at, priority, queue,
-             lock, duration, error_type, error_message, traceback, trace_id, span_id)
+      FROM batch r
       JOIN tracedjobs_jobs j ON j.id = r.job_id
-     WHERE j.attempt_id = r.attempt_id AND j.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')
+     WHERE j.attempt_id = r.attempt_id
+       AND j.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), jobs AS (
@@ -110,31 +113,18 @@ WITH attempts AS (
            priority = coalesce(r.priority, j.priority),
            queue_name = coalesce(r.queue, j.queue_name),
            lock = coalesce(r.lock, j.lock)
-      FROM unnest(
-        %(job_id)s::bigint[], %(attempt_id)s::bigint[], %(status)s::text[], %(outcome)s::text[],
-        %(event)s::text[], %(inc)s::integer[], %(retry_in)s::float8[], %(retry_at)s::timestamptz[],
-        %(priority)s::integer[], %(queue)s::text[], %(lock)s::text[], %(duration)s::float8[],
-        %(error_type)s::text[], %(error_message)s::text[], %(traceback)s::text[],
-        %(trace_id)s::text[], %(span_id)s::text[])
-        AS r(job_id, attempt_id, status, outcome, event, inc, retry_in, retry_at, priority, queue,
-             lock, duration, error_type, error_message, traceback, trace_id, span_id)
+      FROM batch r
      -- The state is checked again on the row as it is when locked (another transaction may
      -- have changed it since this statement's snapshot).
-     WHERE j.id = r.job_id AND j.attempt_id = r.attempt_id AND j.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')
+     WHERE j.id = r.job_id AND j.attempt_id = r.attempt_id
+       AND j.status NOT IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')
        AND r.attempt_id = ANY (ARRAY(SELECT id FROM attempts))
     RETURNING j.id, j.status, j.scheduled_at, j.queue_name
 ), done AS (
     -- The recorded attempts, with their job as it was before.
     SELECT r.*, j.attempts + j.lost_attempts + 1 AS attempt, j.lock AS old_lock,
            tracedjobs_retry_blocked(j.id, j.queueing_lock, r.status) AS blocked
-      FROM unnest(
-        %(job_id)s::bigint[], %(attempt_id)s::bigint[], %(status)s::text[], %(outcome)s::text[],
-        %(event)s::text[], %(inc)s::integer[], %(retry_in)s::float8[], %(retry_at)s::timestamptz[],
-        %(priority)s::integer[], %(queue)s::text[], %(lock)s::text[], %(duration)s::float8[],
-        %(error_type)s::text[], %(error_message)s::text[], %(traceback)s::text[],
-        %(trace_id)s::text[], %(span_id)s::text[])
-        AS r(job_id, attempt_id, status, outcome, event, inc, retry_in, retry_at, priority, queue,
-             lock, duration, error_type, error_message, traceback, trace_id, span_id)
+      FROM batch r
       JOIN tracedjobs_jobs j ON j.id = r.job_id
      WHERE r.job_id = ANY (ARRAY(SELECT id FROM jobs))
 ), woken AS (
