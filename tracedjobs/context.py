@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,12 +25,14 @@ class JobContext:
     additional_context: dict[str, Any] = dataclasses.field(default_factory=dict)
     trace_id: str | None = None
     span_id: str | None = None
-    _abort: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
+    # Set once, read from the task's thread: a plain attribute is enough (and a
+    # threading.Event per job cost more than the rest of the context).
+    _aborted: bool = dataclasses.field(default=False, repr=False)
 
     def should_abort(self) -> bool:
         """True once the job was asked to abort (``cancel_job_by_id(id, abort=True)``), its
         timeout passed, or the worker is shutting down past its graceful timeout."""
-        return self._abort.is_set()
+        return self._aborted
 
     async def should_abort_async(self) -> bool:
-        return self._abort.is_set()
+        return self._aborted

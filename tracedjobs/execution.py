@@ -90,7 +90,7 @@ class Execution:
         cancelled. A sync task must notice by itself (see :meth:`abandon`)."""
         if self.aborted_by is None:
             self.aborted_by = reason
-        self.context._abort.set()
+        self.context._aborted = True
         if self.task.is_async:
             self._expire()
 
@@ -135,7 +135,7 @@ class Execution:
             if self.aborted_by is None:
                 self.aborted_by = "timeout"
             # At the deadline the abort flag turns on, for a sync task to notice.
-            self.context._abort.set()
+            self.context._aborted = True
             return Ended(self._interruption(), duration, thread_abandoned=not self.thread_done)
         return Ended(outcome, duration)
 

@@ -323,6 +323,25 @@ class ChildSpanProcessor(SpanProcessor):
         keys = self._keys(span.resource, span.instrumentation_scope)
         self._child.submit(span_record(span, *keys))
 
+    def lite_sink(self, resource: Resource, scope: InstrumentationScope) -> Any:
+        """The sink of ``otel_lite.DirectSpans``: each ended LiteSpan of ``resource`` and
+        ``scope`` goes to the child as the record ``on_end`` would have made."""
+        submit = self._child.submit
+
+        def sink(span: Any) -> None:
+            (name, ctx, parent, kind, start, end, attrs, events, links, status) = span.record()
+            resource_key, scope_key = self._keys(resource, scope)
+            submit((
+                "S", name, _context(ctx), _context(parent), kind._value_, start, end, attrs,
+                tuple((n, t, a or None) for n, t, a in events) if events else None,
+                tuple(
+                    (_context(li.context), _attributes(li.attributes)) for li in links
+                ) if links else None,
+                status.status_code._value_, status.description, resource_key, scope_key, 0, 0, 0,
+            ))  # fmt: skip
+
+        return sink
+
     def shutdown(self) -> None:
         self._child.flush()
 
@@ -480,6 +499,14 @@ class _Rebuilder:
                 return self._dropped[2]
 
         self.ShippedSpan = ShippedSpan
+        # Spans the parent made without the SDK (otel_lite) reach the limits here.
+        from opentelemetry.attributes import BoundedAttributes
+        from opentelemetry.sdk.trace import SpanLimits
+
+        limits = SpanLimits()
+        self.BoundedAttributes = BoundedAttributes
+        self.max_attributes = limits.max_span_attributes
+        self.max_length = limits.max_span_attribute_length
 
     def context(self, c: tuple[Any, ...] | None) -> Any:
         if c is None:
@@ -502,6 +529,14 @@ class _Rebuilder:
     def span(self, r: tuple[Any, ...]) -> ReadableSpan:
         (_, name, ctx, parent, kind, start, end, attrs, events, links, code, description,
          resource, scope, *dropped) = r  # fmt: skip
+        if attrs and (
+            self.max_length is not None
+            or (self.max_attributes is not None and len(attrs) > self.max_attributes)
+        ):
+            attrs = self.BoundedAttributes(
+                self.max_attributes, attrs, immutable=True, max_value_len=self.max_length
+            )
+            dropped = [max(dropped[0], attrs.dropped), *dropped[1:]]
         span = self.ShippedSpan(
             name=name,
             context=self.context(ctx),

@@ -31,8 +31,9 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from tracedjobs import otel_export
+from tracedjobs import otel_export, otel_lite, telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class SdkHandle:
         (seconds per signal), so they run in daemon threads joined against one deadline.
         """
         deadline = time.monotonic() + (shutdown_timeout() if timeout is None else timeout)
+        telemetry.use_direct_spans(None)
+        telemetry.use_histogram_tables(None)
         if self.log_handler is not None:
             logging.getLogger().removeHandler(self.log_handler)
         stops = [
@@ -169,6 +172,12 @@ def configure(
         )
         handle.tracer_provider.add_span_processor(processor)
         trace.set_tracer_provider(handle.tracer_provider)
+        if child is not None and trace.get_tracer_provider() is handle.tracer_provider:
+            # The worker's attempt spans skip the SDK's Span (see otel_lite): this provider
+            # has no other processor.
+            scope = InstrumentationScope(telemetry.INSTRUMENTATION_NAME)
+            sink = processor.lite_sink(resource, scope)
+            telemetry.use_direct_spans(otel_lite.DirectSpans(handle.tracer_provider, sink))
 
     if want_metrics:
         interval_ms = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000"))
@@ -188,10 +197,19 @@ def configure(
         handle.metrics_server = start_http_server(metrics_port, addr=metrics_host)
         logger.info("Prometheus metrics on http://%s:%d/metrics", metrics_host, metrics_port)
     if handle.readers:
+        # The histograms are aggregated by tracedjobs and added to what these readers collect
+        # (see otel_lite): a record costs a dict update instead of a pass through the SDK.
+        tables = telemetry.histogram_tables()
+        scope = InstrumentationScope(telemetry.INSTRUMENTATION_NAME)
+        source = otel_lite.table_source(tables, scope, resource)
         handle.meter_provider = MeterProvider(
             resource=resource, metric_readers=handle.readers, shutdown_on_exit=False
         )
         metrics.set_meter_provider(handle.meter_provider)
+        if metrics.get_meter_provider() is handle.meter_provider and otel_lite.with_tables(
+            handle.readers, source
+        ):
+            telemetry.use_histogram_tables(tables)
 
     if _endpoint_set("LOGS") and not _exporter_off("LOGS"):
         from opentelemetry._logs import set_logger_provider
@@ -203,8 +221,6 @@ def configure(
         handle.logger_provider.add_log_record_processor(BatchLogRecordProcessor(_log_exporter()))
         set_logger_provider(handle.logger_provider)
         handle.log_handler = LoggingHandler(logger_provider=handle.logger_provider)
-        from tracedjobs.telemetry import LogContextFilter
-
-        handle.log_handler.addFilter(LogContextFilter())
+        handle.log_handler.addFilter(telemetry.LogContextFilter())
         logging.getLogger().addHandler(handle.log_handler)
     return handle

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import threading
@@ -23,6 +24,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
     from tracedjobs.jobs import Job
+    from tracedjobs.otel_lite import DirectSpans, HistogramTable
 
 logger = logging.getLogger(__name__)
 
@@ -254,11 +256,11 @@ class AttemptSpan:
     spans the task opens are its children and histogram exemplars point at it), ended
     when the block ends."""
 
-    __slots__ = ("_token", "span", "span_id", "trace_id")
+    __slots__ = ("_token", "context", "span", "span_id", "trace_id")
 
     def __init__(self, span: trace.Span | None) -> None:
         self.span = span
-        ctx = span.get_span_context() if span is not None else None
+        ctx = self.context = span.get_span_context() if span is not None else None
         valid = ctx is not None and ctx.is_valid
         self.trace_id = format(ctx.trace_id, "032x") if valid and ctx else None
         self.span_id = format(ctx.span_id, "016x") if valid and ctx else None
@@ -321,23 +323,27 @@ def process_span(
         elif producer.trace_flags.sampled:
             # An unsampled producer span was never exported: a link would point nowhere.
             links.append(Link(producer))
-    attributes: dict[str, Any] = {
-        MESSAGING_SYSTEM: SYSTEM,
-        OPERATION_TYPE: "process",
-        OPERATION_NAME: "process",
-        DESTINATION: job.queue_name,
-        MESSAGE_ID: str(job.id),
-        # Workers of a queue compete for its jobs: the queue is the consumer group.
-        CONSUMER_GROUP: job.queue_name,
-        WORKER_NAME: worker_name,
-        TASK: job.task_name,
-        ATTEMPT: job.attempt_number,
-    }
+    name, base = _process_constants(job.queue_name, job.task_name, worker_name)
+    attributes = base.copy()
+    attributes[MESSAGE_ID] = str(job.id)
+    attributes[ATTEMPT] = job.attempt_number
     if record_args:
         attributes[ARGS] = json.dumps(job.args, sort_keys=True, default=str)
+    direct = _direct
+    if direct is not None and direct.provider is _provider:
+        return AttemptSpan(
+            direct.start(
+                name,
+                context=parent_context,
+                parent=producer if parent_context is not _ROOT else None,
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
+                links=links,
+            )
+        )
     return AttemptSpan(
         tracer.start_span(
-            f"process {job.queue_name}",
+            name,
             context=parent_context,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
@@ -351,6 +357,71 @@ def process_span(
 _ROOT = otel_context.Context()
 
 
+@functools.lru_cache(maxsize=1024)
+def _process_constants(queue: str, task_name: str, worker_name: str) -> tuple[str, dict[str, Any]]:
+    """The name and the attributes every attempt of a task in a queue shares (built once:
+    the span's own attributes are copied from them)."""
+    return f"process {queue}", {
+        MESSAGING_SYSTEM: SYSTEM,
+        OPERATION_TYPE: "process",
+        OPERATION_NAME: "process",
+        DESTINATION: queue,
+        # Workers of a queue compete for its jobs: the queue is the consumer group.
+        CONSUMER_GROUP: queue,
+        WORKER_NAME: worker_name,
+        TASK: task_name,
+    }
+
+# The worker's fast path (see otel_lite), installed by otel_sdk.configure when it set the SDK
+# up itself: attempt spans made without the SDK's Span, and the two histograms aggregated
+# in place. None otherwise: everything goes through the SDK.
+_direct: DirectSpans | None = None
+_tables: tuple[HistogramTable, HistogramTable] | None = None
+
+
+def use_direct_spans(direct: DirectSpans | None) -> None:
+    global _direct
+    _direct = direct
+
+
+def histogram_tables() -> tuple[HistogramTable, HistogramTable]:
+    """The §7 histograms (``messaging.process.duration``, ``tracedjobs.job.queue_wait``)
+    as tables for :func:`use_histogram_tables`."""
+    from tracedjobs.otel_lite import HistogramTable
+
+    keys = (MESSAGING_SYSTEM, DESTINATION, TASK)
+    return (
+        HistogramTable(
+            "messaging.process.duration",
+            unit="s",
+            description="Duration of one attempt of a job.",
+            boundaries=DURATION_BUCKETS,
+            keys=(*keys, OUTCOME),
+        ),
+        HistogramTable(
+            "tracedjobs.job.queue_wait",
+            unit="s",
+            description="Time from when a job became runnable (scheduled_at, else deferral) "
+            "to its start.",
+            boundaries=DURATION_BUCKETS,
+            keys=keys,
+        ),
+    )
+
+
+def use_histogram_tables(tables: tuple[HistogramTable, HistogramTable] | None) -> None:
+    """Record the histograms into ``tables`` (read by the readers otel_sdk made) instead of
+    the SDK instruments; None goes back to the instruments."""
+    global _tables
+    _tables = tables
+
+
+def _span_context(span: AttemptSpan | None) -> trace.SpanContext | None:
+    if span is not None:
+        return span.context
+    return trace.get_current_span().get_span_context()
+
+
 def record_attempt(
     *,
     queue: str,
@@ -358,17 +429,29 @@ def record_attempt(
     outcome: str,
     duration: float | None,
     error_type: str | None = None,
+    span: AttemptSpan | None = None,
 ) -> None:
-    """Count a finished attempt and record its duration (None for a lost attempt)."""
+    """Count a finished attempt and record its duration (None for a lost attempt).
+
+    ``span`` (the attempt's) is where an exemplar points; by default the current span."""
     _consumed.add((SYSTEM, queue, task_name, outcome, error_type or None))
-    if duration is not None:
+    tables = _tables
+    if duration is not None and tables is not None:
+        tables[0].record((SYSTEM, queue, task_name, outcome), duration, _span_context(span))
+    elif duration is not None:
         attributes = _metric_attributes(queue, task_name)
         attributes[OUTCOME] = outcome
         process_duration.record(duration, attributes)
 
 
-def record_queue_wait(queue: str, task_name: str, seconds: float) -> None:
-    queue_wait.record(max(seconds, 0.0), _metric_attributes(queue, task_name))
+def record_queue_wait(
+    queue: str, task_name: str, seconds: float, span: AttemptSpan | None = None
+) -> None:
+    tables = _tables
+    if tables is not None:
+        tables[1].record((SYSTEM, queue, task_name), max(seconds, 0.0), _span_context(span))
+    else:
+        queue_wait.record(max(seconds, 0.0), _metric_attributes(queue, task_name))
 
 
 def _safe_str(value: object) -> str:

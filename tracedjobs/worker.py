@@ -520,7 +520,7 @@ class Worker:
             trace_parent=self.app.trace_parent,
             record_args=self.app.record_args,
         ) as span:
-            telemetry.record_queue_wait(job.queue_name, job.task_name, queue_wait or 0.0)
+            telemetry.record_queue_wait(job.queue_name, job.task_name, queue_wait or 0.0, span)
             if execution is not None:
                 execution.context.trace_id, execution.context.span_id = span.trace_id, span.span_id
                 self._running[job.id] = execution
@@ -567,6 +567,7 @@ class Worker:
                     outcome=str(result.outcome),
                     duration=ended.duration,
                     error_type=result.error_type,
+                    span=span,
                 )
             else:
                 span.finish_discarded()

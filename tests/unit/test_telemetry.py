@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import marshal
 import subprocess
 import sys
 import textwrap
@@ -11,20 +12,67 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.conftest import Otel, installed_otel
-from tracedjobs import telemetry
+from tracedjobs import otel_export, otel_lite, telemetry
 from tracedjobs.jobs import Job, Status
 
 
-@pytest.fixture
-def otel() -> Iterator[Otel]:
-    """SDK providers with in-memory exporters (shared: the API allows setting them once)."""
+class _InlineChild:
+    """Stands in for ``otel_export.ExportChild``: each record goes through marshal and the
+    export child's own rebuilding, then straight into the in-memory exporter."""
+
+    def __init__(self, exporter: Any) -> None:
+        self.exporter = exporter
+        self.rebuild = otel_export._Rebuilder()
+        self.keys: dict[int, int] = {}
+
+    def submit(self, record: tuple[Any, ...]) -> None:
+        record = marshal.loads(marshal.dumps(record))
+        if record[0] == "S":
+            self.exporter.export([self.rebuild.span(record)])
+        else:
+            self.rebuild.define(record)
+
+    def key_of(self, obj: Any, define: Any) -> int:
+        if id(obj) not in self.keys:
+            self.keys[id(obj)] = len(self.keys) + 1
+            self.submit(define(self.keys[id(obj)]))
+        return self.keys[id(obj)]
+
+
+@pytest.fixture(params=["sdk", "direct"])
+def otel(request: pytest.FixtureRequest) -> Iterator[Otel]:
+    """SDK providers with in-memory exporters (shared: the API allows setting them once).
+
+    Every test runs twice: through the SDK (an application's own set-up) and on the
+    worker's direct path (``otel_lite``: spans without the SDK's Span, rebuilt as the export
+    child rebuilds them; the histograms from tables added to the reader's collection)."""
     installed = installed_otel()
     installed.spans.clear()
-    yield installed
-    telemetry.withdraw_gauges("test")
+    collect = installed.reader._collect  # type: ignore[attr-defined]
+    if request.param == "direct":
+        provider = trace.get_tracer_provider()
+        assert isinstance(provider, TracerProvider)
+        processor = otel_export.ChildSpanProcessor(_InlineChild(installed.spans))  # type: ignore[arg-type]
+        sink = processor.lite_sink(provider.resource, InstrumentationScope("tracedjobs"))
+        telemetry.use_direct_spans(otel_lite.DirectSpans(provider, sink))
+        tables = telemetry.histogram_tables()
+        source = otel_lite.table_source(tables, InstrumentationScope("tracedjobs"), Resource({}))
+        assert otel_lite.with_tables([installed.reader], source)
+        telemetry.use_histogram_tables(tables)
+    try:
+        yield installed
+    finally:
+        telemetry.use_direct_spans(None)
+        telemetry.use_histogram_tables(None)
+        installed.reader._collect = collect  # type: ignore[attr-defined]
+        telemetry.withdraw_gauges("test")
 
 
 def make_job(*, queue: str = "emails", traceparent: str | None = None, attempts: int = 0) -> Job:
@@ -195,11 +243,12 @@ def test_attempt_metrics_have_units_attributes_buckets_and_an_exemplar_of_the_tr
     assert point.exemplars[-1].trace_id == trace_id
 
 
-def test_sent_messages_are_counted_per_queue_and_task(otel: Otel):
-    telemetry.record_sent("sentq", "send_email", 3)
+def test_sent_messages_are_counted_per_queue_and_task(otel: Otel, request: pytest.FixtureRequest):
+    queue = f"sentq-{request.node.callspec.id}"
+    telemetry.record_sent(queue, "send_email", 3)
     (metric, point) = next(
         (m, p) for m, p in otel.points("messaging.client.sent.messages")
-        if p.attributes["messaging.destination.name"] == "sentq"
+        if p.attributes["messaging.destination.name"] == queue
     )  # fmt: skip
     assert metric.unit == "{message}"
     assert point.value == 3
