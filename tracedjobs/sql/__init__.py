@@ -15,7 +15,15 @@ def queries() -> dict[str, str]:
     text = resources.files(__package__).joinpath("queries.sql").read_text()
     parts = _NAME.split(text)
     # parts = [preamble, name1, body1, name2, body2, ...]
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    return {name: _compact(body) for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def _compact(body: str) -> str:
+    """The query without its comment lines and indentation (no string literal in
+    queries.sql spans lines). Shorter than 4 KiB, psycopg caches its parsing of a query:
+    the longest ones were parsed again on every call."""
+    lines = (line.strip() for line in body.splitlines())
+    return "\n".join(line for line in lines if line and not line.startswith("--"))
 
 
 def query(name: str) -> str:
