@@ -231,7 +231,17 @@ def telemetry_for_client() -> Any:
     os.environ.update(otel_env(TELEMETRY.url))
     from tracedjobs import otel_sdk
 
-    return otel_sdk.configure(default_service_name="tracedjobs-bench-client")
+    # CLIENT_EXPORT "thread": the SDK's exporter threads in this process (what a producer
+    # with its own stock SDK set-up pays); "process": otel_sdk's export child and direct
+    # send spans (a long-running producer set up with tracedjobs.otel_sdk.configure).
+    os.environ["TRACEDJOBS_OTEL_EXPORT"] = CLIENT_EXPORT
+    try:
+        return otel_sdk.configure(default_service_name="tracedjobs-bench-client")
+    finally:
+        del os.environ["TRACEDJOBS_OTEL_EXPORT"]  # the workers keep their own default
+
+
+CLIENT_EXPORT = "thread"
 
 
 # -- worker process ----------------------------------------------------------------------------
@@ -601,9 +611,14 @@ def main() -> int:
     ap.add_argument(
         "--telemetry", action="store_true", help="every measurement with the SDK fully on"
     )
+    ap.add_argument(
+        "--client-export", choices=("thread", "process"), default="thread",
+        help="with --telemetry: the deferring client's exporter (see telemetry_for_client)",
+    )  # fmt: skip
     a = ap.parse_args()
-    global JOB_MS
+    global JOB_MS, CLIENT_EXPORT
     JOB_MS = a.job_ms
+    CLIENT_EXPORT = a.client_export
     if a.quick:
         a.n, a.lat_secs, a.runs = min(a.n, 2000), 5.0, 1
         a.scale_sample = min(a.scale_sample, 5000)
@@ -640,6 +655,7 @@ def main() -> int:
                     run=run + 1,
                     n=r.get("n", a.n),
                     telemetry=bool(a.telemetry or mode.endswith("_otel")),
+                    **({"client_export": a.client_export} if a.telemetry else {}),
                     at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 )
                 res.setdefault(mode, []).append(r)

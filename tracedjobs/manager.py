@@ -50,19 +50,25 @@ def _status(status: str | Status | None) -> str | None:
 
 
 def _op_defer(specs: Sequence[JobSpec]) -> Operation[list[int]]:
-    params = {
-        "queue_name": [s.queue for s in specs],
-        "task_name": [s.task_name for s in specs],
-        "priority": [s.priority for s in specs],
-        "lock": [s.lock for s in specs],
-        "queueing_lock": [s.queueing_lock for s in specs],
-        "args": [s.args_json for s in specs],
-        "scheduled_at": [s.scheduled_at for s in specs],
-        "traceparent": [s.traceparent for s in specs],
-        "tracestate": [s.tracestate for s in specs],
-    }
+    if len(specs) == 1 and specs[0].scheduled_at is None:
+        (s,) = specs
+        query = Query(
+            sql.query("defer_job"),
+            {
+                "queue_name": s.queue,
+                "task_name": s.task_name,
+                "priority": s.priority,
+                "lock": s.lock,
+                "queueing_lock": s.queueing_lock,
+                "args": s.args_json,
+                "traceparent": s.traceparent,
+                "tracestate": s.tracestate,
+            },
+        )
+    else:
+        query = Query(sql.query("defer_jobs"), _batch_params(specs))
     try:
-        rows = yield Query(sql.query("defer_jobs"), params)
+        rows = yield query
     except pg_errors.UniqueViolation:
         locks = sorted({s.queueing_lock for s in specs if s.queueing_lock})
         raise AlreadyEnqueued(
@@ -70,6 +76,21 @@ def _op_defer(specs: Sequence[JobSpec]) -> Operation[list[int]]:
             "todo; nothing was deferred"
         ) from None
     return [r["id"] for r in rows]
+
+
+def _batch_params(specs: Sequence[JobSpec]) -> dict[str, Any]:
+    return {
+        "queue_name": [s.queue for s in specs],
+        "task_name": [s.task_name for s in specs],
+        "priority": [s.priority for s in specs],
+        "lock": [s.lock for s in specs],
+        "queueing_lock": [s.queueing_lock for s in specs],
+        "args": [s.args_json for s in specs],
+        "scheduled_at": [s.scheduled_at for s in specs],
+        # A batch is one send span (see tasks.JobDeferrer): one context for every job.
+        "traceparent": specs[0].traceparent,
+        "tracestate": specs[0].tracestate,
+    }
 
 
 def _op_get_job(job_id: int) -> Operation[Job]:

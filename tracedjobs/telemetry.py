@@ -171,9 +171,22 @@ class SendSpan:
         }
         if count > 1:
             attributes[BATCH_COUNT] = count
-        self.span = tracer.start_span(
-            f"send {queue}", kind=SpanKind.PRODUCER, attributes=attributes
-        )
+        direct = _direct
+        if direct is not None and direct.provider is _provider:
+            current = otel_context.get_current()
+            parent = trace.get_current_span(current).get_span_context()
+            self.span = direct.start(
+                f"send {queue}",
+                context=current,
+                parent=parent if parent.is_valid else None,
+                kind=SpanKind.PRODUCER,
+                attributes=attributes,
+                links=(),
+            )
+        else:
+            self.span = tracer.start_span(
+                f"send {queue}", kind=SpanKind.PRODUCER, attributes=attributes
+            )
         span_context = self.span.get_span_context()
         if span_context.is_valid:
             state = span_context.trace_state.to_header() if span_context.trace_state else None

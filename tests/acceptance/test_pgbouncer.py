@@ -400,7 +400,8 @@ def test_cli_behind_pgbouncer_migrates_and_top_tails_live_through_the_session_ur
     try:
         top.wait_for(lambda s: f"#{first}" in s, "the first snapshot")
         wait_until(
-            lambda: _listeners(bouncer.direct, bouncer.dbname, "tracedjobs_events")
+            # LISTEN tracedjobs_events, then tracedjobs_jobs (new ready jobs): the last one.
+            lambda: _listeners(bouncer.direct, bouncer.dbname, "tracedjobs_jobs")
             == [SESSION_APP_NAME],
             30, "top's LISTEN on the session URL",
         )  # fmt: skip

@@ -351,12 +351,13 @@ class TopApp(App[None]):
 
     @work(exclusive=True, group="listen")
     async def _listen_loop(self) -> None:
-        """LISTEN for new events: each notification wakes a refresh of the tail."""
+        """LISTEN for new events and new ready jobs: a notification wakes a refresh."""
         while True:
             try:
                 conn = await self.tj.connector.connect_session_async(timeout=3)
                 async with conn:
                     await conn.execute("LISTEN tracedjobs_events")
+                    await conn.execute("LISTEN tracedjobs_jobs")
                     async for _ in conn.notifies():
                         self._wake.set()
             except (psycopg.Error, OSError, TracedJobsError):
