@@ -10,7 +10,6 @@ one error policy (``supervisor.py``): none of them can stop the worker or its jo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -43,6 +42,9 @@ logger = logging.getLogger("tracedjobs.worker")
 DEFAULT_POLLING_INTERVAL = 5.0
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 DEFAULT_STALLED_WORKER_TIMEOUT = 30.0
+# Exchanges (hand in results, claim jobs) in flight at once while a backlog lasts.
+MAX_EXCHANGES = 2
+SPLIT_FROM = 40  # concurrency from which claims are split (each exchange claims half)
 # After a shutdown's abort, how long a sync task gets to notice should_abort().
 SYNC_ABORT_GRACE = 5.0
 DeleteJobs = Literal["never", "successful", "always"]
@@ -181,6 +183,15 @@ class Worker:
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # one per job in flight
+        self._exchanges: set[asyncio.Task[None]] = set()
+        # Smaller batches cost more per job in the database: split only large ones.
+        self._max_exchanges = MAX_EXCHANGES if self.concurrency >= SPLIT_FROM else 1
+        self._reserved = 0  # slots the claims in flight may fill
+        self._backlog = False  # the last claim filled every slot it asked for
+        self._idle = False  # the last claim found nothing; claim again once poked
+        self._pokes = 0
+        self._failing = False  # an exchange failed and backs off
+        self._next_in: float | None = None  # seconds to the next scheduled job
         self._side: TaskGroup | None = None
         self._signals_seen = 0
         self._owner_thread: int | None = None
@@ -341,42 +352,93 @@ class Worker:
     # -- the fetch loop ----------------------------------------------------------------
 
     def _poke(self) -> None:
+        """Something changed (a job ended, new work was announced, a slot was freed): the
+        fetch loop looks again, claiming too if slots are free."""
+        self._idle = False
+        self._pokes += 1
         if self._wake is not None:
             self._wake.set()
 
     async def _fetch_loop(self) -> None:
+        """Hand in finished attempts and claim jobs for free slots, in exchanges (one
+        transaction each). With a backlog, two exchanges run at once, each claiming half the
+        slots: the database works on one while this process runs the jobs of the other."""
         health = supervisor.Health("job fetch")
         while True:
-            if self._stopping and not self._tasks and not self._pending:
+            if self._stopping and not self._tasks and not self._pending and not self._exchanges:
                 return
-            free = 0 if self._stopping else self.concurrency - self._busy
-            submitted, self._pending = self._pending, []
-            # Pokes from here on (a job finishing, a notification) wake the next wait.
             wake = self._wake = asyncio.Event()
-            timeout: float | None = None
-            if submitted or free > 0:
-                try:
-                    batch = await self._exchange(submitted, free)
-                except Exception as exc:
-                    self._pending = [s for s in submitted if not s.done.done()] + self._pending
-                    await asyncio.sleep(health.failed(exc))
-                    continue
-                health.ok()
-                for row in batch.claimed:
-                    self._spawn(row)
-                if batch.claimed or self._stopping:
-                    continue
-                # One-shot: done once a claim with free slots found nothing (slots held by
-                # threads abandoned past a timeout do not count as "nothing ready").
-                if not self.wait and free > 0 and not self._tasks and not self._pending:
-                    return
-                if free > 0 and self.wait:
-                    timeout = self._idle_timeout(batch.next_in)
-            if self._pending:
+            claim = self._claim_limit()
+            if self._may_exchange(claim):
+                self._start_exchange(claim, health)
                 continue
-            with contextlib.suppress(TimeoutError):
+            # One-shot: done once a claim with free slots found nothing (slots held by
+            # threads abandoned past a timeout do not count as "nothing ready").
+            if not self.wait and self._idle and not self._busy_anywhere():
+                return
+            timeout = None
+            if self._idle and self.wait and not self._exchanges and not self._stopping:
+                timeout = self._idle_timeout(self._next_in)
+            try:
                 async with asyncio.timeout(timeout):
                     await wake.wait()
+            except TimeoutError:
+                self._idle = False  # poll
+
+    def _busy_anywhere(self) -> bool:
+        return bool(self._tasks or self._pending or self._exchanges)
+
+    def _claim_limit(self) -> int:
+        free = 0 if self._stopping else self.concurrency - self._busy - self._reserved
+        if self._max_exchanges > 1 and (self._backlog or self._exchanges):
+            free = min(free, -(-self.concurrency // self._max_exchanges))
+        return max(free, 0)
+
+    def _may_exchange(self, claim: int) -> bool:
+        if self._failing or len(self._exchanges) >= self._max_exchanges:
+            return False
+        if self._exchanges and not self._backlog:
+            return False  # a second exchange at once only while a backlog lasts
+        return bool(self._pending) or (claim > 0 and not self._idle)
+
+    def _start_exchange(self, claim: int, health: supervisor.Health) -> None:
+        submitted, self._pending = self._pending, []
+        self._reserved += claim
+        task = asyncio.get_running_loop().create_task(self._exchange_task(submitted, claim, health))
+        self._exchanges.add(task)
+        task.add_done_callback(self._exchange_done)
+
+    def _exchange_done(self, task: asyncio.Task[None]) -> None:
+        self._exchanges.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("internal error in the fetch loop", exc_info=task.exception())
+        if self._wake is not None:
+            self._wake.set()  # not _poke: an exchange that found nothing leaves us idle
+
+    async def _exchange_task(
+        self, submitted: list[_Submitted], claim: int, health: supervisor.Health
+    ) -> None:
+        pokes = self._pokes
+        try:
+            batch = await self._exchange(submitted, claim)
+        except Exception as exc:
+            self._pending = [s for s in submitted if not s.done.done()] + self._pending
+            self._reserved -= claim
+            self._failing = True
+            try:
+                await asyncio.sleep(health.failed(exc))
+            finally:
+                self._failing = False
+            return
+        self._reserved -= claim
+        health.ok()
+        for row in batch.claimed:
+            self._spawn(row)
+        if claim > 0:
+            self._backlog = len(batch.claimed) == claim
+            # Idle unless poked meanwhile (a notification this claim may not have seen).
+            self._idle = not batch.claimed and self._pokes == pokes
+            self._next_in = batch.next_in
 
     def _spawn(self, row: dict[str, Any]) -> None:
         """Run one claimed job in a task of its own (plain asyncio: a job never needs the

@@ -1,0 +1,129 @@
+"""A busy worker with a high concurrency runs two exchanges (hand in results, claim jobs) at
+once, each claiming half its slots: every job still runs once, locks and priorities hold,
+every result is recorded; a worker with a lower concurrency or no backlog keeps to one."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+import tracedjobs
+from tests.helpers import scalar
+from tests.integration.running import FAST
+from tracedjobs.jobs import AttemptResult
+from tracedjobs.store import Batch, PostgresStore, WorkerInfo
+from tracedjobs.worker import Worker
+
+
+class CountingStore:
+    """A real PostgresStore that records how many exchanges ran at once and their claims."""
+
+    def __init__(self, inner: PostgresStore) -> None:
+        self.inner = inner
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.limits: list[int] = []
+        self.claiming = 0  # slots asked for by the exchanges in flight
+        self.most_claiming = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def finish_and_claim(
+        self, finished: Sequence[AttemptResult], *, worker: WorkerInfo, limit: int,
+        delete_statuses: Sequence[str] = (),
+    ) -> Batch:  # fmt: skip
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.limits.append(limit)
+        self.claiming += limit
+        self.most_claiming = max(self.most_claiming, self.claiming)
+        try:
+            return await self.inner.finish_and_claim(
+                finished, worker=worker, limit=limit, delete_statuses=delete_statuses
+            )
+        finally:
+            self.in_flight -= 1
+            self.claiming -= limit
+
+
+def drain(app: tracedjobs.App, concurrency: int) -> CountingStore:
+    async def main() -> CountingStore:
+        store = CountingStore(PostgresStore(app.connector, name=f"t-{uuid.uuid4().hex[:6]}"))
+        worker = Worker(app, store=store, **{**FAST, "concurrency": concurrency, "wait": False})
+        try:
+            await worker.run()
+        finally:
+            await app.connector.close_async()
+        return store
+
+    return anyio.run(main)
+
+
+def test_a_backlog_is_drained_by_two_exchanges_at_once_and_every_guarantee_holds(
+    app: tracedjobs.App, db_url: str
+) -> None:
+    runs: dict[int, int] = {}
+    holders: dict[str, int] = {}  # lock -> jobs holding it right now
+    overlaps: list[str] = []
+    guard = threading.Lock()
+
+    @app.task(pass_context=True)
+    async def work(context: tracedjobs.JobContext, n: int, fail: bool = False) -> None:
+        job = context.job
+        with guard:
+            runs[n] = runs.get(n, 0) + 1
+            if job.lock:
+                holders[job.lock] = holders.get(job.lock, 0) + 1
+                if holders[job.lock] > 1:
+                    overlaps.append(job.lock)
+        await anyio.sleep(0.002 if job.lock else 0)
+        with guard:
+            if job.lock:
+                holders[job.lock] -= 1
+        if fail:
+            raise ValueError(f"job {n} fails")
+
+    plain = work.batch_defer(*({"n": n, "fail": n % 50 == 0} for n in range(1200)))
+    locked = [work.configure(lock=f"lock-{n % 5}").defer(n=2000 + n) for n in range(40)]
+    urgent = work.configure(priority=10).defer(n=5000)
+    started = time.monotonic()
+    store = drain(app, concurrency=100)
+    assert time.monotonic() - started < 120
+
+    assert store.most_in_flight == 2
+    # The first claim fills every slot; once it came back full, each claims half, and the
+    # claims in flight together never ask for more slots than the worker has.
+    assert store.limits[0] == 100 and store.limits.count(50) > len(store.limits) / 2
+    assert store.most_claiming == 100
+    assert runs == {n: 1 for n in [*range(1200), *range(2000, 2040), 5000]}
+    assert overlaps == []
+    rows = dict(
+        (s, n) for s, n in scalar(
+            db_url, "SELECT array_agg(ARRAY[status, n::text]) FROM (SELECT status, count(*) AS n "
+            "FROM tracedjobs_jobs GROUP BY status) s"
+        )
+    )  # fmt: skip
+    assert rows == {"succeeded": str(1241 - 24), "failed": "24"}
+    assert scalar(db_url, "SELECT count(*) FROM tracedjobs_attempts") == 1241
+    # The urgent job was claimed by the first exchange, before the rest of the backlog.
+    first = scalar(db_url, "SELECT min(attempt_id) FROM tracedjobs_jobs")
+    assert scalar(db_url, "SELECT attempt_id FROM tracedjobs_jobs WHERE id = %s", (urgent,)) == first
+    assert len(plain) == 1200 and len(locked) == 40
+
+
+def test_a_lower_concurrency_keeps_one_exchange_at_a_time(app: tracedjobs.App) -> None:
+    @app.task
+    async def noop(n: int) -> None:
+        pass
+
+    noop.batch_defer(*({"n": n} for n in range(300)))
+    store = drain(app, concurrency=10)
+    assert store.most_in_flight == 1
+    assert max(store.limits) == 10
+    assert app.job_manager.list_jobs(status="succeeded").__len__() == 300
