@@ -19,7 +19,7 @@ postgresql://root@127.0.0.1:5432/test); each measurement drops and recreates the
 - latency: a worker process (default concurrency 1, LISTEN/NOTIFY) runs already; the client
   defers one job at a time at a steady rate; latency = time.time() at task start − the
   time.time() passed in the job's args.
-- drain c=BEST: our best configuration (``--best-concurrency``, default 100).
+- drain c=BEST: our best configuration (``--best-concurrency``, default 300).
 - drain_procs2/4: 2 or 4 worker processes (c=10 each) on the same backlog.
 - scale_10k/100k/1m: the drain rate (c=10) over the first ``--scale-sample`` jobs of a
   backlog of 10k/100k/1M queued jobs.
@@ -604,7 +604,7 @@ def main() -> int:
         "--job-ms", type=float, default=0.0,
         help="each drained job awaits this many ms (I/O-like work; default 0 = no-op)",
     )  # fmt: skip
-    ap.add_argument("--best-concurrency", type=int, default=100, help="drain_best's -c (100)")
+    ap.add_argument("--best-concurrency", type=int, default=300, help="drain_best's -c (300)")
     ap.add_argument(
         "--scale-sample", type=int, default=20_000, help="jobs timed in scale_* (default 20000)"
     )

@@ -11,6 +11,7 @@ import contextvars
 import functools
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -61,6 +62,10 @@ def _tracer() -> trace.Tracer | None:
     """The SDK's tracer, or None while no SDK is installed (then spans are skipped
     altogether: the API's no-op path still costs microseconds per call)."""
     global _provider, _provider_tracer
+    # Without an SDK the API looks its provider up in os.environ on every call (a tenth of
+    # a busy worker's time): its module global says first whether one was installed.
+    if getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None and not _PROVIDER_FROM_ENV:
+        return None
     provider = trace.get_tracer_provider()
     if provider is not _provider:
         _provider = provider
@@ -71,6 +76,8 @@ def _tracer() -> trace.Tracer | None:
 
 _provider: trace.TracerProvider | None = None
 _provider_tracer: trace.Tracer | None = None
+_UNKNOWN = object()  # the API no longer has that global: always ask it
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
 class _Tally:
