@@ -243,7 +243,9 @@ def run_pgbench(peers: Path, url_env: dict[str, str], secs: int, out: Path) -> N
 # -- tracedjobs --------------------------------------------------------------------------------
 
 
-def run_ours(args: argparse.Namespace, url: str, out: Path, telemetry: bool) -> None:
+def run_ours(
+    args: argparse.Namespace, url: str, out: Path, telemetry: bool, client_export: str = "thread"
+) -> None:
     cmd = [
         sys.executable,
         str(HERE / "bench.py"),
@@ -260,7 +262,10 @@ def run_ours(args: argparse.Namespace, url: str, out: Path, telemetry: bool) -> 
         "--scale-sample",
         str(args.scale_sample),
     ]
-    if telemetry:
+    if telemetry and client_export == "process":
+        # The producer set up with tracedjobs' export child (its send spans on the direct path).
+        cmd += ["--telemetry", "--client-export", "process", "--only", "defer1,bulk"]
+    elif telemetry:
         cmd += ["--telemetry", "--only", "defer1,bulk,drain_c10,drain_best,latency"]
     else:
         modes = [
@@ -277,7 +282,8 @@ def run_ours(args: argparse.Namespace, url: str, out: Path, telemetry: bool) -> 
             *args.scales,
         ]
         cmd += ["--only", ",".join(modes)]
-    log(f"tracedjobs bench.py telemetry {'ON' if telemetry else 'off'}")
+    log(f"tracedjobs bench.py telemetry {'ON' if telemetry else 'off'}"
+        + (" (producer with the export child)" if client_export == "process" else ""))
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         log(f"bench.py failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -344,6 +350,9 @@ def main() -> int:
             ours = [
                 lambda: run_ours(args, url, out / "tracedjobs.jsonl", telemetry=False),
                 lambda: run_ours(args, url, out / "tracedjobs.jsonl", telemetry=True),
+                lambda: run_ours(
+                    args, url, out / "tracedjobs.jsonl", telemetry=True, client_export="process"
+                ),
             ]
             log(f"round {rnd + 1}/{args.rounds}")
             for step in (steps + ours) if rnd % 2 == 0 else (ours + steps):

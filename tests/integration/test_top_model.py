@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 import tracedjobs
 from tests.helpers import query
 from tests.integration.test_worker import run_until_idle
@@ -147,3 +149,35 @@ def test_json_snapshot_has_every_panel(app: tracedjobs.App, db_url: str) -> None
     assert data["summary"]["ready"] == 1 and data["summary"]["workers_alive"] == 1
     assert data["tail"][0]["new_status"] == "todo"
     assert data["workers"][0]["queues"] == ["q1"]
+
+
+def test_an_args_filter_lists_matches_among_the_newest_jobs_only_and_says_so(
+    app: tracedjobs.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """args.* has no index: on a big table the matching list would read it back to its
+    start on every refresh. It looks at the newest ARGS_SCAN_WINDOW jobs and says so;
+    indexed filters (status, queue, …) still list every match."""
+    from tracedjobs.tui import model, render
+
+    monkeypatch.setattr(model, "ARGS_SCAN_WINDOW", 10)
+
+    @app.task
+    def work(user: int) -> None: ...
+
+    ids = work.batch_defer(*({"user": n % 3} for n in range(30)))
+    snapshot = load_snapshot(app, Options(filter=parse_filter("args.user:1")))
+    newest_ten = ids[-10:]
+    assert [j.id for j in snapshot.jobs] == [
+        i for i, n in reversed(list(zip(ids, range(30), strict=True)))
+        if n % 3 == 1 and i in newest_ten
+    ]
+    assert snapshot.searched == 10
+    assert "(among the newest 10 jobs)" in render.searched(snapshot)
+    assert snapshot.to_dict()["jobs_searched"] == 10
+    # Without an args part: every matching job, and no such note.
+    everything = load_snapshot(app, Options(filter=parse_filter("status:todo")))
+    assert len(everything.jobs) == 30 and everything.searched is None
+    # Bulk actions (retry/cancel all matching) still see every job.
+    filt = parse_filter("args.user:1")
+    params = {**filt.params, "queue": None, "task": None}
+    assert len(app.job_manager.top_matching_ids(filt.where, params, ["todo"])) == 10

@@ -641,6 +641,8 @@ WITH raw_counts AS (
      WHERE (%(queue)s::text IS NULL OR j.queue_name = %(queue)s)
        AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
        AND {filter}
+       -- A bound on the primary key scan (the newest scan_window jobs; unbounded: 2^62).
+       AND j.id > (SELECT coalesce(max(id), 0) FROM tracedjobs_jobs) - %(scan_window)s
      ORDER BY j.id DESC
      LIMIT %(jobs_limit)s
 )

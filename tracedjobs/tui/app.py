@@ -421,7 +421,10 @@ class TopApp(App[None]):
         title = main.query_one("#jobs-title", Label)
         filtered = self.options.filter.active
         if filtered:
-            self._list_title = f"JOBS matching {self.options.filter.text} (newest first)"
+            self._list_title = (
+                f"JOBS matching {self.options.filter.text} (newest first)"
+                f"{render.searched(self.snapshot) if self.snapshot else ''}"
+            )
             rows = [(f"j{j.id}", j.id, render.job_cells(j)) for j in self.snapshot.jobs]  # type: ignore[union-attr]
             columns: tuple[str, ...] = render.JOB_COLUMNS
         else:

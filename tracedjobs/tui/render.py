@@ -244,6 +244,11 @@ def matching(snapshot: Snapshot, limit: int = 20, width: int = 80) -> Any:
     ], width)
 
 
+def searched(snapshot: Snapshot) -> str:
+    """How far the matching list looked, when not through every job."""
+    return f" (among the newest {snapshot.searched:,} jobs)" if snapshot.searched else ""
+
+
 def snapshot_view(snapshot: Snapshot, width: int = 80) -> Group:
     """The whole screen as one renderable (``--once``), fitted to ``width`` columns."""
     parts: list[RenderableType] = [
@@ -253,7 +258,8 @@ def snapshot_view(snapshot: Snapshot, width: int = 80) -> Group:
         failures(snapshot, width=width),
     ]
     if snapshot.filter_text:
-        parts += [Text(""), Text(f" MATCHING {snapshot.filter_text}", style="bold"),
+        parts += [Text(""), Text(f" MATCHING {snapshot.filter_text}{searched(snapshot)}",
+                                 style="bold"),
                   matching(snapshot, width=width)]
     return Group(*parts)
 
