@@ -8,10 +8,11 @@ WITH inserted AS (
     INSERT INTO tracedjobs_jobs
         (queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at,
          traceparent, tracestate)
-    -- One send span per batch: its context is one value for every row.
+    -- One send span per batch: its context is one value for every row. Arrays of one
+    -- Python type travel in binary (%%(name)b): psycopg's text arrays escape each element.
     SELECT b.*, %(traceparent)s::text, %(tracestate)s::text FROM unnest(
-        %(queue_name)s::text[], %(task_name)s::text[], %(priority)s::integer[], %(lock)s::text[],
-        %(queueing_lock)s::text[], %(args)s::jsonb[], %(scheduled_at)s::timestamptz[]) AS b
+        %(queue_name)b::text[], %(task_name)b::text[], %(priority)b::integer[], %(lock)b::text[],
+        %(queueing_lock)b::text[], %(args)b::jsonb[], %(scheduled_at)s::timestamptz[]) AS b
     RETURNING id, scheduled_at
 ), events AS (
     INSERT INTO tracedjobs_events (job_id, type, detail)
@@ -82,11 +83,11 @@ RETURNING j.id, j.queue_name, j.task_name, j.priority, j.lock, j.queueing_lock,
 -- result. Every part sees the job rows as they were before this statement.
 WITH batch AS (
     SELECT * FROM unnest(
-        %(job_id)s::bigint[], %(attempt_id)s::bigint[], %(status)s::text[], %(outcome)s::text[],
-        %(event)s::text[], %(inc)s::integer[], %(retry_in)s::float8[], %(retry_at)s::timestamptz[],
-        %(priority)s::integer[], %(queue)s::text[], %(lock)s::text[], %(duration)s::float8[],
-        %(error_type)s::text[], %(error_message)s::text[], %(traceback)s::text[],
-        %(trace_id)s::text[], %(span_id)s::text[])
+        %(job_id)b::bigint[], %(attempt_id)b::bigint[], %(status)b::text[], %(outcome)b::text[],
+        %(event)b::text[], %(inc)b::integer[], %(retry_in)b::float8[], %(retry_at)s::timestamptz[],
+        %(priority)b::integer[], %(queue)b::text[], %(lock)b::text[], %(duration)b::float8[],
+        %(error_type)b::text[], %(error_message)b::text[], %(traceback)b::text[],
+        %(trace_id)b::text[], %(span_id)b::text[])
         AS r(job_id, attempt_id, status, outcome, event, inc, retry_in, retry_at, priority, queue,
              lock, duration, error_type, error_message, traceback, trace_id, span_id)
 ), attempts AS (
