@@ -119,16 +119,24 @@ consumed_messages = _meter.create_observable_counter(
     unit="{message}",
     description="Attempts finished, by outcome.",
 )
+# The two histograms, as SDK instruments here and as tables on the worker's direct path.
+_HISTOGRAMS = {
+    "duration": ("messaging.process.duration", "Duration of one attempt of a job."),
+    "queue_wait": (
+        "tracedjobs.job.queue_wait",
+        "Time from when a job became runnable (scheduled_at, else deferral) to its start.",
+    ),
+}
 process_duration = _meter.create_histogram(
-    "messaging.process.duration",
+    _HISTOGRAMS["duration"][0],
     unit="s",
-    description="Duration of one attempt of a job.",
+    description=_HISTOGRAMS["duration"][1],
     explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
 )
 queue_wait = _meter.create_histogram(
-    "tracedjobs.job.queue_wait",
+    _HISTOGRAMS["queue_wait"][0],
     unit="s",
-    description="Time from when a job became runnable (scheduled_at, else deferral) to its start.",
+    description=_HISTOGRAMS["queue_wait"][1],
     explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
 )
 
@@ -392,6 +400,7 @@ def _process_constants(queue: str, task_name: str, worker_name: str) -> tuple[st
         TASK: task_name,
     }
 
+
 # The worker's fast path (see otel_lite), installed by otel_sdk.configure when it set the SDK
 # up itself: attempt spans made without the SDK's Span, and the two histograms aggregated
 # in place. None otherwise: everything goes through the SDK.
@@ -409,24 +418,14 @@ def histogram_tables() -> tuple[HistogramTable, HistogramTable]:
     as tables for :func:`use_histogram_tables`."""
     from tracedjobs.otel_lite import HistogramTable
 
+    def table(which: str, keys: tuple[str, ...]) -> HistogramTable:
+        name, description = _HISTOGRAMS[which]
+        return HistogramTable(
+            name, unit="s", description=description, boundaries=DURATION_BUCKETS, keys=keys
+        )
+
     keys = (MESSAGING_SYSTEM, DESTINATION, TASK)
-    return (
-        HistogramTable(
-            "messaging.process.duration",
-            unit="s",
-            description="Duration of one attempt of a job.",
-            boundaries=DURATION_BUCKETS,
-            keys=(*keys, OUTCOME),
-        ),
-        HistogramTable(
-            "tracedjobs.job.queue_wait",
-            unit="s",
-            description="Time from when a job became runnable (scheduled_at, else deferral) "
-            "to its start.",
-            boundaries=DURATION_BUCKETS,
-            keys=keys,
-        ),
-    )
+    return table("duration", (*keys, OUTCOME)), table("queue_wait", keys)
 
 
 def use_histogram_tables(tables: tuple[HistogramTable, HistogramTable] | None) -> None:
