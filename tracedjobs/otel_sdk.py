@@ -173,8 +173,8 @@ def configure(
         handle.tracer_provider.add_span_processor(processor)
         trace.set_tracer_provider(handle.tracer_provider)
         if child is not None and trace.get_tracer_provider() is handle.tracer_provider:
-            # The worker's attempt spans skip the SDK's Span (see otel_lite): this provider
-            # has no other processor.
+            # Attempt and send spans skip the SDK's Span (see otel_lite): this provider has
+            # no other processor.
             scope = InstrumentationScope(telemetry.INSTRUMENTATION_NAME)
             sink = processor.lite_sink(resource, scope)
             telemetry.use_direct_spans(otel_lite.DirectSpans(handle.tracer_provider, sink))
