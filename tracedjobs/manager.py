@@ -49,26 +49,33 @@ def _status(status: str | Status | None) -> str | None:
 # -- operations ---------------------------------------------------------------------------
 
 
+# The job columns a defer binds, by the JobSpec attribute that holds each.
+_SPEC_COLUMNS = {
+    "queue_name": "queue",
+    "task_name": "task_name",
+    "priority": "priority",
+    "lock": "lock",
+    "queueing_lock": "queueing_lock",
+    "args": "args_json",
+}
+
+
 def _op_defer(specs: Sequence[JobSpec]) -> Operation[list[int]]:
-    if len(specs) == 1 and specs[0].scheduled_at is None:
-        (s,) = specs
-        query = Query(
-            sql.query("defer_job"),
-            {
-                "queue_name": s.queue,
-                "task_name": s.task_name,
-                "priority": s.priority,
-                "lock": s.lock,
-                "queueing_lock": s.queueing_lock,
-                "args": s.args_json,
-                "traceparent": s.traceparent,
-                "tracestate": s.tracestate,
-            },
-        )
+    first = specs[0]
+    # A batch is one send span (see tasks.JobDeferrer): one trace context for every job.
+    params: dict[str, Any] = {"traceparent": first.traceparent, "tracestate": first.tracestate}
+    if len(specs) == 1 and first.scheduled_at is None:
+        # One job due now: a plain insert of scalars (see the query).
+        name = "defer_job"
+        params |= {column: getattr(first, attr) for column, attr in _SPEC_COLUMNS.items()}
     else:
-        query = Query(sql.query("defer_jobs"), _batch_params(specs))
+        name = "defer_jobs"
+        params |= {
+            column: [getattr(s, attr) for s in specs] for column, attr in _SPEC_COLUMNS.items()
+        }
+        params["scheduled_at"] = [s.scheduled_at for s in specs]
     try:
-        rows = yield query
+        rows = yield Query(sql.query(name), params)
     except pg_errors.UniqueViolation:
         locks = sorted({s.queueing_lock for s in specs if s.queueing_lock})
         raise AlreadyEnqueued(
@@ -76,21 +83,6 @@ def _op_defer(specs: Sequence[JobSpec]) -> Operation[list[int]]:
             "todo; nothing was deferred"
         ) from None
     return [r["id"] for r in rows]
-
-
-def _batch_params(specs: Sequence[JobSpec]) -> dict[str, Any]:
-    return {
-        "queue_name": [s.queue for s in specs],
-        "task_name": [s.task_name for s in specs],
-        "priority": [s.priority for s in specs],
-        "lock": [s.lock for s in specs],
-        "queueing_lock": [s.queueing_lock for s in specs],
-        "args": [s.args_json for s in specs],
-        "scheduled_at": [s.scheduled_at for s in specs],
-        # A batch is one send span (see tasks.JobDeferrer): one context for every job.
-        "traceparent": specs[0].traceparent,
-        "tracestate": specs[0].tracestate,
-    }
 
 
 def _op_get_job(job_id: int) -> Operation[Job]:
