@@ -574,13 +574,15 @@ WITH raw_counts AS (
     -- read newest first from its primary key and bounded by its last 5,000 rows, so the
     -- cost does not grow with the tables. `key` names an entry across refreshes (a running
     -- attempt's `started` keeps its key once the attempt is written).
-    SELECT t.key, extract(epoch FROM t.at)::float8 AS at, t.type, t.job_id, j.task_name,
-           j.queue_name, t.attempt, t.duration, t.error_type,
-           coalesce(t.trace_id, nullif(split_part(j.traceparent, '-', 2), '')) AS trace_id, t.seq
+    -- Each source joins its job already: the job's columns come along from there.
+    SELECT t.key, extract(epoch FROM t.at)::float8 AS at, t.type, t.job_id, t.task_name,
+           t.queue_name, t.attempt, t.duration, t.error_type,
+           coalesce(t.trace_id, nullif(split_part(t.traceparent, '-', 2), '')) AS trace_id, t.seq
       FROM (
         (SELECT 'e' || e.id AS key, e.at, e.type, e.job_id,
                 coalesce(a.attempt, (e.detail ->> 'attempt')::integer) AS attempt, a.duration,
-                coalesce(a.error_type, e.detail ->> 'error_type') AS error_type, a.trace_id, 2 AS seq
+                coalesce(a.error_type, e.detail ->> 'error_type') AS error_type, a.trace_id, 2 AS seq,
+                j.task_name, j.queue_name, j.traceparent
            FROM tracedjobs_events e
            JOIN tracedjobs_jobs j ON j.id = e.job_id
            LEFT JOIN tracedjobs_attempts a ON a.id = (e.detail ->> 'attempt_id')::bigint
@@ -590,7 +592,8 @@ WITH raw_counts AS (
             AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
           ORDER BY e.id DESC LIMIT %(tail_limit)s)
         UNION ALL
-        (SELECT 'd' || j.id, j.created_at, 'deferred', j.id, NULL, NULL, NULL, NULL, 0
+        (SELECT 'd' || j.id, j.created_at, 'deferred', j.id, NULL, NULL, NULL, NULL, 0,
+                j.task_name, j.queue_name, j.traceparent
            FROM tracedjobs_jobs j
           WHERE j.id > (SELECT coalesce(max(id), 0) FROM tracedjobs_jobs) - 5000
             AND j.created_at >= to_timestamp(%(after)s)
@@ -598,7 +601,8 @@ WITH raw_counts AS (
             AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
           ORDER BY j.id DESC LIMIT %(tail_limit)s)
         UNION ALL
-        (SELECT 's' || a.id, a.started_at, 'started', a.job_id, a.attempt, NULL, NULL, a.trace_id, 1
+        (SELECT 's' || a.id, a.started_at, 'started', a.job_id, a.attempt, NULL, NULL, a.trace_id, 1,
+                j.task_name, j.queue_name, j.traceparent
            FROM tracedjobs_attempts a
            JOIN tracedjobs_jobs j ON j.id = a.job_id
           WHERE a.id > (SELECT coalesce(max(id), 0) FROM tracedjobs_attempts) - 5000
@@ -608,7 +612,8 @@ WITH raw_counts AS (
           ORDER BY a.id DESC LIMIT %(tail_limit)s)
         UNION ALL
         (SELECT 's' || j.attempt_id, j.started_at, 'started', j.id,
-                j.attempts + j.lost_attempts + 1, NULL, NULL, NULL, 1
+                j.attempts + j.lost_attempts + 1, NULL, NULL, NULL, 1,
+                j.task_name, j.queue_name, j.traceparent
            FROM tracedjobs_jobs j
           WHERE j.status IN ('doing', 'aborting')
             AND j.started_at >= to_timestamp(%(after)s)
@@ -616,7 +621,6 @@ WITH raw_counts AS (
             AND (%(task)s::text IS NULL OR j.task_name = %(task)s)
           ORDER BY j.started_at DESC LIMIT %(tail_limit)s)
       ) t
-      JOIN tracedjobs_jobs j ON j.id = t.job_id
      ORDER BY t.at DESC, coalesce(t.attempt, 0) DESC, t.seq DESC
      LIMIT %(tail_limit)s
 ), failures AS (

@@ -378,14 +378,7 @@ def snapshot_from_row(row: dict[str, Any], database: str, options: Options) -> S
         stalled=row["stalled"],
         queues=[_build(QueueRow, q) for q in row["queues"]],
         workers=[_build(WorkerRow, w) for w in row["workers"]],
-        tail=[
-            TailEntry(
-                key=t["key"], at=t["at"], type=t["type"], job_id=t["job_id"],
-                task_name=t["task_name"], queue_name=t["queue_name"], attempt=t["attempt"],
-                duration=t["duration"], error_type=t["error_type"], trace_id=t["trace_id"],
-            )
-            for t in row["tail"]
-        ],
+        tail=[_build(TailEntry, t) for t in row["tail"]],
         failures=[_build(FailureRow, f) for f in row["failures"]],
         jobs=[_build(JobRow, j) for j in row["jobs"]],
         filter_text=options.filter.text,
