@@ -469,11 +469,26 @@ class PsycopgConnector:
     async def run_async(
         self, operation: Operation[T], *, conn: Any = None, transaction: bool = False
     ) -> T:
-        async with self.connection_async(conn) as c:
-            if transaction:
-                async with c.transaction():
-                    return await _drive_async(operation, c)
-            return await _drive_async(operation, c)
+        if conn is not None:
+            return await _run_on_async(operation, conn, transaction)
+        # What connection_async() does, without its two context-manager layers: this is
+        # every defer's path. putconn() rolls back a connection left in a transaction and
+        # replaces a broken one.
+        pool = self._async_pool
+        if pool is None or self._async_loop is not asyncio.get_running_loop():
+            pool = await self._get_async_pool()
+        try:
+            pooled = await pool.getconn()
+            try:
+                if pooled.autocommit:  # ours always are: nothing to commit at the end
+                    return await _run_on_async(operation, pooled, transaction)
+                # A pool given to open_async() may not be: commit as pool.connection() does.
+                async with pooled:
+                    return await _run_on_async(operation, pooled, transaction)
+            finally:
+                await pool.putconn(pooled)
+        except psycopg.OperationalError as exc:
+            raise DatabaseError(describe_connection_error(self.url, exc)) from exc
 
     def execute(
         self, sql: SQL, params: dict[str, Any] | None = None, *, conn: Any = None
@@ -533,6 +548,13 @@ def _drive(operation: Operation[T], execute: Callable[[Query], list[dict[str, An
                 step = operation.send(rows)
     except StopIteration as stop:
         return stop.value
+
+
+async def _run_on_async(operation: Operation[T], conn: Any, transaction: bool) -> T:
+    if transaction:
+        async with conn.transaction():
+            return await _drive_async(operation, conn)
+    return await _drive_async(operation, conn)
 
 
 async def _drive_async(operation: Operation[T], conn: Any) -> T:

@@ -331,8 +331,11 @@ class ChildSpanProcessor(SpanProcessor):
         def sink(span: Any) -> None:
             (name, ctx, parent, kind, start, end, attrs, events, links, status) = span.record()
             resource_key, scope_key = self._keys(resource, scope)
+            # _context(ctx), inline: a LiteSpan's own context is never remote.
+            state = tuple(ctx.trace_state.items()) if ctx.trace_state else None
             submit((
-                "S", name, _context(ctx), _context(parent), kind._value_, start, end, attrs,
+                "S", name, (ctx.trace_id, ctx.span_id, int(ctx.trace_flags), state, False),
+                _context(parent) if parent is not None else None, kind._value_, start, end, attrs,
                 tuple((n, t, a or None) for n, t, a in events) if events else None,
                 tuple(
                     (_context(li.context), _attributes(li.attributes)) for li in links

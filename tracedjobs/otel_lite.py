@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import random
 import threading
 import time
 import traceback
@@ -48,14 +49,28 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    DEFAULT_ON,
+    ParentBased,
+    StaticSampler,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
 logger = logging.getLogger(__name__)
 
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+# As the SDK sets them: with the W3C level-2 "random trace id" flag where the SDK has it.
+_RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
+_FLAGS = {
+    (sampled, random_id): TraceFlags(sampled * TraceFlags.SAMPLED | random_id * _RANDOM)
+    for sampled in (False, True)
+    for random_id in (False, True)
+}
+_NOT_SAMPLED = _FLAGS[False, False]
+_UNSET = Status(StatusCode.UNSET)
 _SCALARS = (str, bool, int, float)
 _warned_attribute = False
 
@@ -112,7 +127,7 @@ class LiteSpan(trace.Span):
         self._attributes = attributes
         self._links = list(links)
         self._events: list[tuple[str, int, dict[str, Any]]] = []
-        self._status = Status(StatusCode.UNSET)
+        self._status = _UNSET
         self._start = time.time_ns()
         self._end: int | None = None
 
@@ -125,7 +140,11 @@ class LiteSpan(trace.Span):
         return self._end is None
 
     def set_attribute(self, key: str, value: Any) -> None:
-        if self._end is None:
+        if self._end is not None:
+            return
+        if type(key) is str and key and type(value) in _SCALARS:
+            self._attributes[key] = value
+        else:
             self._attributes.update(_clean({key: value}))
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
@@ -199,6 +218,13 @@ class DirectSpans:
         self._sink = sink
         self._sampler = provider.sampler
         self._ids = provider.id_generator
+        # The SDK's own samplers and id generator are applied here without their calls
+        # (a defer's whole span costs less than their machinery); any other goes through.
+        self._rule = _STOCK_SAMPLERS.get(self._sampler.get_description())
+        if type(self._sampler) not in (ParentBased, StaticSampler):
+            self._rule = None
+        self._random_ids = type(self._ids) is RandomIdGenerator
+        self._random_trace_ids = self._ids.is_trace_id_random()
 
     def start(
         self,
@@ -212,13 +238,40 @@ class DirectSpans:
     ) -> trace.Span:
         """As ``Tracer.start_span``: ``parent`` is the span context in ``context`` (or None
         for a new trace), passed so that it is not looked up again."""
+        rule = self._rule
+        if rule is None:
+            return self._start(name, context, parent, kind, attributes, links)
+        # ALWAYS_ON, or ParentBased(ALWAYS_ON) (the SDK's default): the parent's decision
+        # if there is a parent, else sampled; the parent's trace state; no attributes.
+        if parent is None:
+            trace_id = _trace_id() if self._random_ids else self._ids.generate_trace_id()
+            sampled, random_id, state = True, self._random_trace_ids, None
+        else:
+            trace_id, state, flags = parent.trace_id, parent.trace_state, parent.trace_flags
+            sampled, random_id = rule == "on" or flags.sampled, bool(flags & _RANDOM)
+        span_id = _span_id() if self._random_ids else self._ids.generate_span_id()
+        span_context = SpanContext(trace_id, span_id, False, _FLAGS[sampled, random_id], state)
+        if not sampled:
+            return trace.NonRecordingSpan(span_context)
+        return LiteSpan(self._sink, name, span_context, parent, kind, attributes, links)
+
+    def _start(
+        self,
+        name: str,
+        context: Context,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        links: Sequence[Link],
+    ) -> trace.Span:
         trace_id = parent.trace_id if parent is not None else self._ids.generate_trace_id()
         result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        random_id = self._random_trace_ids if parent is None else parent.trace_flags & _RANDOM
         span_context = SpanContext(
             trace_id,
             self._ids.generate_span_id(),
             is_remote=False,
-            trace_flags=_SAMPLED if result.decision.is_sampled() else _NOT_SAMPLED,
+            trace_flags=_FLAGS[result.decision.is_sampled(), bool(random_id)],
             trace_state=result.trace_state,
         )
         if not result.decision.is_recording():
@@ -226,6 +279,26 @@ class DirectSpans:
         if result.attributes:
             attributes.update(result.attributes)
         return LiteSpan(self._sink, name, span_context, parent, kind, attributes, links)
+
+
+# Samplers whose decision DirectSpans makes itself, by their (public) description.
+_STOCK_SAMPLERS = {
+    ALWAYS_ON.get_description(): "on",
+    DEFAULT_ON.get_description(): "parent",
+}
+
+
+def _trace_id() -> int:
+    """RandomIdGenerator.generate_trace_id, without its call."""
+    while not (trace_id := random.getrandbits(128)):
+        pass
+    return trace_id
+
+
+def _span_id() -> int:
+    while not (span_id := random.getrandbits(64)):
+        pass
+    return span_id
 
 
 # -- histograms ------------------------------------------------------------------------------

@@ -152,14 +152,22 @@ class JobDeferrer:
 
     def defer(self, *, connection: Any = None, **kwargs: Any) -> int:
         """Insert one job; returns its id. With ``connection=``, inside that transaction."""
-        return self.batch_defer(kwargs, connection=connection)[0]
+        return self._defer([self._spec({**self.task_kwargs, **kwargs})], connection)[0]
 
     async def defer_async(self, *, connection: Any = None, **kwargs: Any) -> int:
-        return (await self.batch_defer_async(kwargs, connection=connection))[0]
+        spec = self._spec({**self.task_kwargs, **kwargs})
+        return (await self._defer_async([spec], connection))[0]
 
     def batch_defer(self, *kwargs_list: dict[str, Any], connection: Any = None) -> list[int]:
         """Insert several jobs in one round trip; returns their ids in order."""
-        specs = self._specs(kwargs_list)
+        return self._defer(self._specs(kwargs_list), connection)
+
+    async def batch_defer_async(
+        self, *kwargs_list: dict[str, Any], connection: Any = None
+    ) -> list[int]:
+        return await self._defer_async(self._specs(kwargs_list), connection)
+
+    def _defer(self, specs: list[JobSpec], connection: Any) -> list[int]:
         connection = self.connection if connection is None else connection
         with telemetry.send_span(self.queue, self.task.name, len(specs)) as send:
             _attach(specs, send.carrier)
@@ -168,10 +176,7 @@ class JobDeferrer:
         telemetry.record_sent(self.queue, self.task.name, len(ids))
         return ids
 
-    async def batch_defer_async(
-        self, *kwargs_list: dict[str, Any], connection: Any = None
-    ) -> list[int]:
-        specs = self._specs(kwargs_list)
+    async def _defer_async(self, specs: list[JobSpec], connection: Any) -> list[int]:
         connection = self.connection if connection is None else connection
         with telemetry.send_span(self.queue, self.task.name, len(specs)) as send:
             _attach(specs, send.carrier)

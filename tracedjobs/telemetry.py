@@ -155,10 +155,13 @@ def _traceparent(span_context: trace.SpanContext) -> str:
 # -- producer side -----------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class TraceCarrier:
     traceparent: str | None = None
     tracestate: str | None = None
+
+
+_NO_CARRIER = TraceCarrier()
 
 
 class SendSpan:
@@ -169,14 +172,15 @@ class SendSpan:
     insert itself).
     """
 
-    __slots__ = ("_token", "carrier", "span")
+    __slots__ = ("_current", "_token", "carrier", "span")
 
     def __init__(self, queue: str, task_name: str, count: int) -> None:
-        self.carrier = TraceCarrier()
+        self.carrier = _NO_CARRIER
         self.span: trace.Span | None = None
         tracer = _tracer()
         if tracer is None:
             return
+        self._current: otel_context.Context | None = None
         attributes: dict[str, Any] = {
             MESSAGING_SYSTEM: SYSTEM,
             OPERATION_TYPE: "send",
@@ -188,7 +192,7 @@ class SendSpan:
             attributes[BATCH_COUNT] = count
         direct = _direct
         if direct is not None and direct.provider is _provider:
-            current = otel_context.get_current()
+            current = self._current = otel_context.get_current()
             parent = trace.get_current_span(current).get_span_context()
             self.span = direct.start(
                 f"send {queue}",
@@ -209,7 +213,9 @@ class SendSpan:
 
     def __enter__(self) -> SendSpan:
         if self.span is not None:
-            self._token = otel_context.attach(trace.set_span_in_context(self.span))
+            # The context current at __init__ (the direct path looked it up already).
+            current = self._current
+            self._token = otel_context.attach(trace.set_span_in_context(self.span, current))
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:

@@ -19,9 +19,16 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_ON,
+    ParentBased,
+    TraceIdRatioBased,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from tracedjobs import otel_export, otel_lite
 
@@ -68,6 +75,69 @@ def test_spans_follow_the_providers_sampler_and_its_parent_rules():
     assert sampled.is_recording() and sampled.get_span_context().trace_flags.sampled
     sampled.end()
     assert ended == [sampled]
+
+
+SAMPLERS = {
+    "default": DEFAULT_ON,
+    "always_on": ALWAYS_ON,
+    "always_off": ALWAYS_OFF,
+    "parent_off": ParentBased(ALWAYS_OFF),
+    "ratio": TraceIdRatioBased(0.5),
+}
+PARENTS = {
+    "root": None,
+    "sampled": SpanContext(0xABC, 0xDEF, True, TraceFlags(1), TraceState([("v", "1")])),
+    "unsampled": SpanContext(0xABC, 0xDEF, True, TraceFlags(0), TraceState([("v", "2")])),
+    "local": SpanContext(0xABC, 0xDEF, False, TraceFlags(1)),
+}
+
+
+class FixedTraceId(RandomIdGenerator):
+    def generate_trace_id(self) -> int:
+        return 0x0123456789ABCDEF0123456789ABCDEF
+
+
+@pytest.mark.parametrize("parent", PARENTS)
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sampling_decisions_are_the_sdks(sampler: str, parent: str):
+    """The SDK's default and always-on samplers are applied without their calls: the span
+    must come out as the SDK's own tracer makes it, for every kind of parent."""
+    # The ratio sampler decides by trace id: both draw the same one.
+    ids = FixedTraceId() if sampler == "ratio" else RandomIdGenerator()
+    provider = TracerProvider(sampler=SAMPLERS[sampler], id_generator=ids)
+    direct = otel_lite.DirectSpans(provider, lambda span: None)
+    assert (direct._rule is not None) == (sampler in ("default", "always_on"))
+    ctx = PARENTS[parent]
+    context = trace.set_span_in_context(trace.NonRecordingSpan(ctx)) if ctx else Context()
+    ours = start(direct, ctx).get_span_context()
+    sdk_span = provider.get_tracer("t").start_span(
+        "process q", context=context, kind=SpanKind.CONSUMER,
+        attributes={"messaging.system": "tracedjobs"},
+    )  # fmt: skip
+    theirs = sdk_span.get_span_context()
+    assert ours.trace_flags == theirs.trace_flags
+    assert ours.trace_state == theirs.trace_state
+    assert ours.is_valid and not ours.is_remote
+    if ctx is not None:
+        assert ours.trace_id == theirs.trace_id == ctx.trace_id
+    assert start(direct, ctx).is_recording() == sdk_span.is_recording()
+
+
+def test_a_custom_id_generator_is_used():
+    class Counting(RandomIdGenerator):
+        n = 0
+
+        def generate_span_id(self) -> int:
+            self.n += 1
+            return self.n
+
+        def generate_trace_id(self) -> int:
+            return 0x123
+
+    direct = otel_lite.DirectSpans(TracerProvider(id_generator=Counting()), lambda span: None)
+    assert direct._rule is not None  # the default sampler, still applied directly
+    first, second = start(direct).get_span_context(), start(direct).get_span_context()
+    assert (first.trace_id, first.span_id, second.span_id) == (0x123, 1, 2)
 
 
 def test_the_span_api_behaves_as_the_sdks(caplog: pytest.LogCaptureFixture):
