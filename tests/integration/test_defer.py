@@ -185,3 +185,27 @@ def test_get_job_status_returns_a_status_enum(app: tracedjobs.App, tasks: dict) 
     assert anyio.run(app.job_manager.get_job_status_async, job_id) is tracedjobs.Status.TODO
     with pytest.raises(tracedjobs.exceptions.JobNotFound):
         app.job_manager.get_job(10**9)
+
+
+def test_async_defers_through_a_pool_given_to_open_async(app: tracedjobs.App, tasks: dict) -> None:
+    """A pool of the application's own (Procrastinate's ``open_async(pool)``) may hold
+    connections that are not in autocommit: a defer is committed when it returns, a failed
+    one is rolled back, and the connection goes back to the pool usable."""
+    from psycopg_pool import AsyncConnectionPool
+
+    async def main() -> tuple[int, int]:
+        async with AsyncConnectionPool(app.connector.url, min_size=1, max_size=1) as pool:
+            await app.connector.open_async(pool)
+            first = await tasks["plain"].configure(queueing_lock="q").defer_async(n=1)
+            with pytest.raises(AlreadyEnqueued):
+                await tasks["plain"].configure(queueing_lock="q").defer_async(n=2)
+            second = await tasks["plain"].defer_async(n=3)
+            async with pool.connection() as conn:  # the one connection, idle again
+                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            await app.connector.close_async()
+            assert not pool.closed  # the application's pool is left to it
+            return first, second
+
+    ids = anyio.run(main)
+    # Seen from another connection: both committed.
+    assert sorted(j.id for j in app.job_manager.list_jobs()) == sorted(ids)
