@@ -192,7 +192,7 @@ class App(Blueprint):
         As in Procrastinate, tasks still defer through the App they were declared on;
         prefer ``replace_connector``.
         """
-        app = App(
+        app = type(self)(
             connector=connector,
             trace_parent=self.trace_parent,
             record_args=self.record_args,
@@ -202,6 +202,13 @@ class App(Blueprint):
         app.tasks = self.tasks
         app.periodic_registry = self.periodic_registry
         return app
+
+    def run_in_task_thread(self, func: Callable[[], Any]) -> Any:
+        """How a worker calls a sync task's function in its thread (part of the attempt).
+
+        A hook for integrations: ``DjangoApp`` closes the thread's Django connections
+        around it, as Django does around a request."""
+        return func()
 
     @contextlib.contextmanager
     def replace_connector(self, connector: PsycopgConnector) -> Iterator[App]:

@@ -37,6 +37,10 @@ class Ended:
     thread_abandoned: bool = False
 
 
+def _call(fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
 class TaskThreads:
     """Daemon threads for sync tasks.
 
@@ -45,7 +49,10 @@ class TaskThreads:
     abandoned thread against its concurrency until it ends, so they cannot pile up.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, around: Callable[[Callable[[], Any]], Any] | None = None) -> None:
+        # What runs each task function in its thread (App.run_in_task_thread: Django
+        # closes the thread's database connections around it).
+        self.around = around or _call
         self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
         self._count = 0
@@ -161,9 +168,11 @@ class Execution:
         done: asyncio.Future[BaseException | None] = loop.create_future()
         ctx = contextvars.copy_context()
 
+        around = self._threads.around
+
         def call() -> None:
             try:
-                ctx.run(fn)
+                ctx.run(around, fn)
                 outcome: BaseException | None = None
             except BaseException as exc:  # SystemExit and KeyboardInterrupt included
                 outcome = exc

@@ -175,7 +175,7 @@ class Worker:
         self.jobs_processed = 0
         self.heartbeat = Heartbeat(self)  # made anew at registration
 
-        self._threads = TaskThreads()
+        self._threads = TaskThreads(around=app.run_in_task_thread)
         self._running: dict[int, Execution] = {}
         self._abandoned: set[Execution] = set()
         self._busy = 0  # slots taken: jobs running, and sync threads abandoned past a timeout

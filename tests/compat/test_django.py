@@ -181,6 +181,27 @@ def test_manage_py_worker_runs_jobs_that_use_the_orm(clean: str) -> None:
     assert "orders.tasks.count_orders" in listed.stdout
 
 
+def test_sync_tasks_do_not_keep_django_connections_between_tasks(clean: str) -> None:
+    """As Django around a request (and Procrastinate around a task): a sync task's thread
+    outlives the task, its Django connection must not — CONN_MAX_AGE is 0 here, so the
+    first task's connection is closed before the second task runs."""
+    from orders import tasks
+
+    from tracedjobs.contrib.django import app
+
+    tasks.CONNECTIONS.clear()
+    tasks.note_connection.defer()
+    tasks.note_connection.defer()
+    app.run_worker(queues=["threads"], wait=False, concurrency=1, install_signal_handlers=False)
+    (first, _), (second, first_closed) = tasks.CONNECTIONS
+    assert first_closed is True and second != first
+    with psycopg.connect(clean) as conn:
+        (open_now,) = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", ([first, second],)
+        ).fetchone() or (None,)
+    assert open_now == 0
+
+
 def test_manage_py_refuses_app_and_schema_commands(django_db: str) -> None:
     for args, reason in (
         (("migrate",), "manage.py migrate"),
