@@ -242,6 +242,47 @@ def telemetry_for_client() -> Any:
 
 
 CLIENT_EXPORT = "thread"
+# Set by main() with --telemetry: this process's otel_sdk handle.
+CLIENT_SDK: Any = None
+
+
+def flush_client() -> None:
+    """End of a timed defer: the spans it made are exported (in-process exporter) or handed
+    to the export child, inside the measurement; otherwise up to 511 of them (the stock
+    processor's batch) would be encoded after the clock stopped."""
+    if CLIENT_SDK is not None and CLIENT_SDK.tracer_provider is not None:
+        CLIENT_SDK.tracer_provider.force_flush()
+
+
+def settle_client(quiet_s: float = 0.3, limit_s: float = 20.0) -> None:
+    """Before a measurement: wait until this process's telemetry (the export child, the
+    receiver) has finished with the spans of the one before, so that a measurement does
+    not pay for its predecessor's export (bulk right after 5,000 one-by-one defers did)."""
+    if CLIENT_SDK is None:
+        return
+    import psutil
+
+    flush_client()
+    me = psutil.Process()
+    deadline = time.monotonic() + limit_s
+
+    def busy() -> float:
+        total = 0.0
+        for p in me.children(recursive=True):
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    last = busy()
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = busy()
+        if now - last < 0.01:  # under ~3 % of a core for the quiet period
+            return
+        last = now
 
 
 # -- worker process ----------------------------------------------------------------------------
@@ -282,6 +323,7 @@ async def m_defer1(base: str, n: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     for i in range(n):
         await noop.defer_async(ts=time.time(), i=i)
+    flush_client()
     dt = time.perf_counter() - t0
     await app.connector.close_async()
     return {"jobs_per_s": n / dt, "secs": dt}
@@ -293,6 +335,7 @@ async def m_bulk(base: str, n: int) -> dict[str, Any]:
     await noop.defer_async(ts=time.time(), i=-1)
     t0 = time.perf_counter()
     ids = await noop.batch_defer_async(*({"ts": time.time(), "i": i} for i in range(n)))
+    flush_client()
     dt = time.perf_counter() - t0
     await app.connector.close_async()
     assert len(ids) == n
@@ -616,7 +659,7 @@ def main() -> int:
         help="with --telemetry: the deferring client's exporter (see telemetry_for_client)",
     )  # fmt: skip
     a = ap.parse_args()
-    global JOB_MS, CLIENT_EXPORT
+    global JOB_MS, CLIENT_EXPORT, CLIENT_SDK
     JOB_MS = a.job_ms
     CLIENT_EXPORT = a.client_export
     if a.quick:
@@ -643,12 +686,13 @@ def main() -> int:
             for mode, backlog in SCALES.items()
         },
     }
-    sdk = telemetry_for_client() if a.telemetry else None
+    sdk = CLIENT_SDK = telemetry_for_client() if a.telemetry else None
     res: dict[str, list[dict[str, Any]]] = {}
     out = open(a.json_out, "a") if a.json_out else None  # noqa: SIM115
     try:
         for run in range(a.runs):
             for mode in modes:
+                settle_client()
                 r = asyncio.run(runners[mode]())
                 r.update(
                     mode=mode,
