@@ -1,21 +1,20 @@
 """Tasks the benchmark's worker processes import (``--app bench.bench_tasks:app``).
 
-The App reads ``$TRACEDJOBS_DATABASE_URL``. ``lat`` appends the defer→start latency (seconds)
-of each job to ``$BENCH_LAT_FILE``, one line per job.
+The App reads ``$TRACEDJOBS_DATABASE_URL``. ``lat`` records the defer→start latency (seconds)
+of each job; a thread appends them to ``$BENCH_LAT_FILE``, one line per job.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from typing import Any
 
 import anyio
 
 import tracedjobs
 
 app = tracedjobs.App()
-_lat_file: Any = None
 
 
 # ``--job-ms`` of bench.py: each job waits this long (I/O-like work), 0 = a true no-op.
@@ -30,8 +29,26 @@ async def noop(ts: float = 0.0, i: int = 0) -> None:
 
 @app.task(name="lat")
 async def lat(ts: float = 0.0, i: int = 0) -> None:
-    latency = time.time() - ts
-    global _lat_file
-    if _lat_file is None:
-        _lat_file = open(os.environ["BENCH_LAT_FILE"], "a", buffering=1)  # noqa: SIM115
-    _lat_file.write(f"{latency}\n")
+    latencies.append(time.time() - ts)
+    global _writer
+    if _writer is None:
+        _writer = threading.Thread(target=_write_latencies, daemon=True)
+        _writer.start()
+
+
+# Written by a thread, not by the task: a write() that blocks on a busy disk (seen here:
+# several % of full I/O stalls) must not stall the event loop and the jobs after it. The
+# peers' latency runs keep theirs in memory too.
+latencies: list[float] = []
+_writer: threading.Thread | None = None
+
+
+def _write_latencies() -> None:
+    with open(os.environ["BENCH_LAT_FILE"], "a") as f:
+        done = 0
+        while True:
+            time.sleep(0.1)
+            new, done = latencies[done:], len(latencies)
+            if new:
+                f.write("".join(f"{x}\n" for x in new))
+                f.flush()
