@@ -36,9 +36,9 @@ async def lat(ts: float = 0.0, i: int = 0) -> None:
         _writer.start()
 
 
-# Written by a thread, not by the task: a write() that blocks on a busy disk (seen here:
-# several % of full I/O stalls) must not stall the event loop and the jobs after it. The
-# peers' latency runs keep theirs in memory too.
+# Written by a thread, not by the task: a write() that blocks on a busy disk (this machine
+# showed several % of full I/O stalls) must not stall the event loop and the jobs after it.
+# The peers' latency runs keep theirs in memory too.
 latencies: list[float] = []
 _writer: threading.Thread | None = None
 
