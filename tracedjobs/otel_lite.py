@@ -238,46 +238,27 @@ class DirectSpans:
     ) -> trace.Span:
         """As ``Tracer.start_span``: ``parent`` is the span context in ``context`` (or None
         for a new trace), passed so that it is not looked up again."""
-        rule = self._rule
-        if rule is None:
-            return self._start(name, context, parent, kind, attributes, links)
-        # ALWAYS_ON, or ParentBased(ALWAYS_ON) (the SDK's default): the parent's decision
-        # if there is a parent, else sampled; the parent's trace state; no attributes.
         if parent is None:
             trace_id = _trace_id() if self._random_ids else self._ids.generate_trace_id()
-            sampled, random_id, state = True, self._random_trace_ids, None
+            random_id = self._random_trace_ids
         else:
-            trace_id, state, flags = parent.trace_id, parent.trace_state, parent.trace_flags
-            sampled, random_id = rule == "on" or flags.sampled, bool(flags & _RANDOM)
+            trace_id, random_id = parent.trace_id, bool(parent.trace_flags & _RANDOM)
+        rule = self._rule
+        if rule is not None:
+            # ALWAYS_ON, or ParentBased(ALWAYS_ON) (the SDK's default): the parent's decision
+            # if there is a parent, else sampled; the parent's trace state; no attributes.
+            sampled = recording = parent is None or rule == "on" or parent.trace_flags.sampled
+            state = parent.trace_state if parent is not None else None
+        else:
+            result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            sampled, recording = result.decision.is_sampled(), result.decision.is_recording()
+            state = result.trace_state
+            if recording and result.attributes:
+                attributes.update(result.attributes)
         span_id = _span_id() if self._random_ids else self._ids.generate_span_id()
         span_context = SpanContext(trace_id, span_id, False, _FLAGS[sampled, random_id], state)
-        if not sampled:
+        if not recording:
             return trace.NonRecordingSpan(span_context)
-        return LiteSpan(self._sink, name, span_context, parent, kind, attributes, links)
-
-    def _start(
-        self,
-        name: str,
-        context: Context,
-        parent: SpanContext | None,
-        kind: SpanKind,
-        attributes: dict[str, Any],
-        links: Sequence[Link],
-    ) -> trace.Span:
-        trace_id = parent.trace_id if parent is not None else self._ids.generate_trace_id()
-        result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        random_id = self._random_trace_ids if parent is None else parent.trace_flags & _RANDOM
-        span_context = SpanContext(
-            trace_id,
-            self._ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=_FLAGS[result.decision.is_sampled(), bool(random_id)],
-            trace_state=result.trace_state,
-        )
-        if not result.decision.is_recording():
-            return trace.NonRecordingSpan(span_context)
-        if result.attributes:
-            attributes.update(result.attributes)
         return LiteSpan(self._sink, name, span_context, parent, kind, attributes, links)
 
 
