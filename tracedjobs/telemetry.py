@@ -190,8 +190,8 @@ class SendSpan:
         }
         if count > 1:
             attributes[BATCH_COUNT] = count
-        direct = _direct
-        if direct is not None and direct.provider is _provider:
+        direct = _direct_spans()
+        if direct is not None:
             current = self._current = otel_context.get_current()
             parent = trace.get_current_span(current).get_span_context()
             self.span = direct.start(
@@ -363,8 +363,8 @@ def process_span(
     attributes[ATTEMPT] = job.attempt_number
     if record_args:
         attributes[ARGS] = json.dumps(job.args, sort_keys=True, default=str)
-    direct = _direct
-    if direct is not None and direct.provider is _provider:
+    direct = _direct_spans()
+    if direct is not None:
         return AttemptSpan(
             direct.start(
                 name,
@@ -417,6 +417,13 @@ _tables: tuple[HistogramTable, HistogramTable] | None = None
 def use_direct_spans(direct: DirectSpans | None) -> None:
     global _direct
     _direct = direct
+
+
+def _direct_spans() -> DirectSpans | None:
+    """The direct path, while its provider is still the one installed (call after
+    :func:`_tracer`); None: go through the SDK."""
+    direct = _direct
+    return direct if direct is not None and direct.provider is _provider else None
 
 
 def histogram_tables() -> tuple[HistogramTable, HistogramTable]:
