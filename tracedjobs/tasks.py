@@ -135,10 +135,12 @@ class JobDeferrer:
         self.scheduled_at = schedule_to_datetime(schedule_at, schedule_in)
 
     def _spec(self, kwargs: dict[str, Any]) -> JobSpec:
+        """The job for one defer's ``kwargs`` (on top of ``task_kwargs``)."""
+        args = {**self.task_kwargs, **kwargs}
         return JobSpec(
             task_name=self.task.name,
             queue=self.queue,
-            args_json=dump_args(self.task.name, kwargs, self.task.app.connector.json_dumps),
+            args_json=dump_args(self.task.name, args, self.task.app.connector.json_dumps),
             priority=self.priority,
             lock=self.lock,
             queueing_lock=self.queueing_lock,
@@ -148,15 +150,14 @@ class JobDeferrer:
     def _specs(self, kwargs_list: tuple[dict[str, Any], ...]) -> list[JobSpec]:
         if not kwargs_list:
             raise ValueError("batch_defer needs at least one set of arguments")
-        return [self._spec({**self.task_kwargs, **kwargs}) for kwargs in kwargs_list]
+        return [self._spec(kwargs) for kwargs in kwargs_list]
 
     def defer(self, *, connection: Any = None, **kwargs: Any) -> int:
         """Insert one job; returns its id. With ``connection=``, inside that transaction."""
-        return self._defer([self._spec({**self.task_kwargs, **kwargs})], connection)[0]
+        return self._defer([self._spec(kwargs)], connection)[0]
 
     async def defer_async(self, *, connection: Any = None, **kwargs: Any) -> int:
-        spec = self._spec({**self.task_kwargs, **kwargs})
-        return (await self._defer_async([spec], connection))[0]
+        return (await self._defer_async([self._spec(kwargs)], connection))[0]
 
     def batch_defer(self, *kwargs_list: dict[str, Any], connection: Any = None) -> list[int]:
         """Insert several jobs in one round trip; returns their ids in order."""
