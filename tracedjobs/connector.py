@@ -474,9 +474,7 @@ class PsycopgConnector:
         # What connection_async() does, without its two context-manager layers: this is
         # every defer's path. putconn() rolls back a connection left in a transaction and
         # replaces a broken one.
-        pool = self._async_pool
-        if pool is None or self._async_loop is not asyncio.get_running_loop():
-            pool = await self._get_async_pool()
+        pool = await self._get_async_pool()
         try:
             pooled = await pool.getconn()
             try:
