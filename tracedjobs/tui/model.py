@@ -48,6 +48,11 @@ class JobFilter:
     bounded: bool = False
 
     @property
+    def scan_window(self) -> int | None:
+        """How many of the newest jobs the matching list reads (None: every job)."""
+        return ARGS_SCAN_WINDOW if self.bounded else None
+
+    @property
     def active(self) -> bool:
         return bool(self.text.strip())
 
@@ -361,7 +366,7 @@ def snapshot_params(options: Options, after: float = 0.0) -> dict[str, Any]:
         "failures_limit": FAILURES_LIMIT,
         # The matching-jobs list is only shown (and only worth its query) under a filter.
         "jobs_limit": JOBS_LIMIT if options.filter.active else 0,
-        "scan_window": ARGS_SCAN_WINDOW if options.filter.bounded else _ALL_JOBS,
+        "scan_window": options.filter.scan_window or _ALL_JOBS,
     }
 
 
@@ -382,7 +387,7 @@ def snapshot_from_row(row: dict[str, Any], database: str, options: Options) -> S
         failures=[_build(FailureRow, f) for f in row["failures"]],
         jobs=[_build(JobRow, j) for j in row["jobs"]],
         filter_text=options.filter.text,
-        searched=ARGS_SCAN_WINDOW if options.filter.bounded else None,
+        searched=options.filter.scan_window,
     )
 
 
