@@ -452,7 +452,13 @@ class Worker:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("internal error while running a job", exc_info=task.exception())
-        self._poke()
+            self._poke()
+        elif self._wake is not None:
+            # Not a poke: the job's slot was freed before its result was handed in, and the
+            # exchange that recorded it claimed for that slot. Claiming again would cost an
+            # empty round trip per job, and a job announced meanwhile would wait behind it.
+            # The loop wakes only to check whether it is done (stopping, one-shot).
+            self._wake.set()
 
     def _idle_timeout(self, next_in: float | None) -> float:
         """With nothing to claim: until the next scheduled job, at most the polling interval

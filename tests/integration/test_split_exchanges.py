@@ -28,6 +28,7 @@ class CountingStore:
         self.in_flight = 0
         self.most_in_flight = 0
         self.limits: list[int] = []
+        self.exchanges: list[tuple[int, int, int]] = []  # (results, limit, claimed)
         self.limits_beside_another: list[int] = []  # claims made while another was in flight
         self.claiming = 0  # slots asked for by the exchanges in flight
         self.most_claiming = 0
@@ -47,9 +48,11 @@ class CountingStore:
         self.claiming += limit
         self.most_claiming = max(self.most_claiming, self.claiming)
         try:
-            return await self.inner.finish_and_claim(
+            batch = await self.inner.finish_and_claim(
                 finished, worker=worker, limit=limit, delete_statuses=delete_statuses
             )
+            self.exchanges.append((len(finished), limit, len(batch.claimed)))
+            return batch
         finally:
             self.in_flight -= 1
             self.claiming -= limit
@@ -131,3 +134,40 @@ def test_a_lower_concurrency_keeps_one_exchange_at_a_time(app: tracedjobs.App) -
     assert store.most_in_flight == 1
     assert max(store.limits) == 10
     assert app.job_manager.list_jobs(status="succeeded").__len__() == 300
+
+
+def test_jobs_arriving_one_by_one_cost_one_claim_and_one_result_exchange_each(
+    app: tracedjobs.App,
+) -> None:
+    """A job announced while the worker is idle is claimed by one exchange; its result is
+    handed in by a second, which also claims for the freed slot. No third, empty claim
+    follows when the job's task ends: it would be a wasted round trip per job, and a job
+    announced meanwhile would wait behind it."""
+
+    @app.task
+    async def noop(n: int) -> None:
+        pass
+
+    async def main() -> CountingStore:
+        store = CountingStore(PostgresStore(app.connector, name=f"t-{uuid.uuid4().hex[:6]}"))
+        # Polling far apart: every exchange below is one the jobs caused.
+        worker = Worker(app, store=store, **{**FAST, "polling_interval": 60.0})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            with anyio.fail_after(30):
+                while not worker._idle:  # registered, listening, and found nothing to do
+                    await anyio.sleep(0.01)
+            before = len(store.exchanges)
+            for n in range(5):
+                job_id = await noop.defer_async(n=n)
+                with anyio.fail_after(30):
+                    while await app.job_manager.get_job_status_async(job_id) != "succeeded":
+                        await anyio.sleep(0.01)
+                await anyio.sleep(0.2)  # time for any exchange the job's end would start
+            store.exchanges = store.exchanges[before:]
+            worker.stop()
+        await app.connector.close_async()
+        return store
+
+    store = anyio.run(main)
+    assert store.exchanges == [(0, 1, 1), (1, 1, 0)] * 5
