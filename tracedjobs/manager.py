@@ -75,14 +75,14 @@ def _op_defer(specs: Sequence[JobSpec]) -> Operation[list[int]]:
         }
         params["scheduled_at"] = [s.scheduled_at for s in specs]
     try:
-        rows = yield Query(sql.query(name), params)
+        ids = yield Query(sql.query(name), params, scalars=True)
     except pg_errors.UniqueViolation:
         locks = sorted({s.queueing_lock for s in specs if s.queueing_lock})
         raise AlreadyEnqueued(
             f"a job with queueing lock {', '.join(map(repr, locks))} is already waiting in "
             "todo; nothing was deferred"
         ) from None
-    return [r["id"] for r in rows]
+    return ids
 
 
 def _op_get_job(job_id: int) -> Operation[Job]:
