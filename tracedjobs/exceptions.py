@@ -15,6 +15,10 @@ class TaskAlreadyRegistered(ConfigurationError):
     """A task name or alias is already taken in this App or Blueprint."""
 
 
+class MiddlewareKindMismatch(ConfigurationError):
+    """A middleware's kind (sync or async) does not match what it wraps (see middleware.py)."""
+
+
 class UnboundTaskError(ConfigurationError):
     """A Blueprint's task was deferred before the blueprint was added to an App."""
 

@@ -16,9 +16,10 @@ import functools
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tracedjobs import middleware
 from tracedjobs.exceptions import JobAborted
 
 if TYPE_CHECKING:
@@ -77,15 +78,26 @@ class TaskThreads:
 
 
 class Execution:
-    """One job's task function in flight, with what is needed to abort it."""
+    """One job's task function in flight (inside its middleware), with what is needed to
+    abort it."""
 
     def __init__(
-        self, job: Job, task: Task[Any, Any], context: JobContext, threads: TaskThreads
+        self,
+        job: Job,
+        task: Task[Any, Any],
+        context: JobContext,
+        threads: TaskThreads,
+        task_middleware: Sequence[middleware.TaskMiddleware] = (),
+        worker_middleware: Sequence[middleware.WorkerMiddleware] = (),
+        worker: Any = None,
     ) -> None:
         self.job = job
         self.task = task
         self.context = context
         self._threads = threads
+        self._task_middleware = task_middleware
+        self._worker_middleware = worker_middleware
+        self._worker = worker
         self._deadline: asyncio.Timeout | None = None
         self.aborted_by: str | None = None  # "request", "shutdown" or "timeout"
         # Set once the thread of a sync task has returned (it may outlive the attempt).
@@ -113,7 +125,9 @@ class Execution:
     async def run(self) -> Ended:
         task, job = self.task, self.job
         args: tuple[Any, ...] = (self.context,) if task.pass_context else ()
-        call = functools.partial(task.func, *args, **job.args)
+        call: Callable[[], Any] = functools.partial(task.func, *args, **job.args)
+        if self._task_middleware:
+            call = middleware.compose(self._task_middleware, call, self.context, self._worker)
         loop = asyncio.get_running_loop()
         outcome: BaseException | None = None
         started = time.perf_counter()
@@ -124,7 +138,12 @@ class Execution:
             async with deadline:
                 if self.aborted_by is not None and task.is_async:
                     self._expire()
-                if task.is_async:
+                if self._worker_middleware:
+                    run = functools.partial(self._run_raising, call)
+                    await middleware.compose(
+                        self._worker_middleware, run, self.context, self._worker
+                    )()
+                elif task.is_async:
                     await call()
                 else:
                     outcome = await self._run_sync(call)
@@ -162,8 +181,22 @@ class Execution:
             return JobAborted(f"job {job.id} was aborted: the worker is shutting down")
         return JobAborted(f"job {job.id} was aborted")
 
-    async def _run_sync(self, fn: Callable[[], Any]) -> BaseException | None:
-        """Run ``fn`` in a task thread; returns what it raised."""
+    async def _run_raising(self, call: Callable[[], Any]) -> Any:
+        """The task as worker middleware's ``call_next``: returns what the task returned,
+        raises what it raised (a sync task's exception, raised again on the loop)."""
+        if self.task.is_async:
+            return await call()
+        returned: list[Any] = []
+        outcome = await self._run_sync(call, returned)
+        if outcome is not None:
+            raise outcome
+        return returned[0]
+
+    async def _run_sync(
+        self, fn: Callable[[], Any], returned: list[Any] | None = None
+    ) -> BaseException | None:
+        """Run ``fn`` in a task thread; returns what it raised (what it returned goes to
+        ``returned``)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[BaseException | None] = loop.create_future()
         ctx = contextvars.copy_context()
@@ -172,7 +205,9 @@ class Execution:
 
         def call() -> None:
             try:
-                ctx.run(around, fn)
+                value = ctx.run(around, fn)
+                if returned is not None:
+                    returned.append(value)
                 outcome: BaseException | None = None
             except BaseException as exc:  # SystemExit and KeyboardInterrupt included
                 outcome = exc

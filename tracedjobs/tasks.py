@@ -6,10 +6,11 @@ import datetime
 import functools
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypedDict, TypeVar, Unpack
 
-from tracedjobs import telemetry
+from tracedjobs import middleware, telemetry
+from tracedjobs.middleware import TaskMiddleware
 from tracedjobs.retry import BaseRetryStrategy, get_retry_strategy
 from tracedjobs.utils import schedule_to_datetime
 
@@ -34,6 +35,7 @@ class TaskOptions(TypedDict, total=False):
     pass_context: bool
     timeout: float | None
     on_lost: OnLost
+    task_middleware: Sequence[TaskMiddleware] | None
 
 
 class DeferOptions(TypedDict, total=False):
@@ -209,6 +211,7 @@ class Task(Generic[P, R]):
         pass_context: bool = False,
         timeout: float | None = None,
         on_lost: OnLost = "retry",
+        task_middleware: Sequence[TaskMiddleware] | None = None,
     ) -> None:
         if on_lost not in ("retry", "fail"):
             raise ValueError(f"on_lost must be 'retry' or 'fail', not {on_lost!r}")
@@ -228,6 +231,10 @@ class Task(Generic[P, R]):
         self.timeout = timeout
         self.on_lost: OnLost = on_lost
         self.is_async = inspect.iscoroutinefunction(func)
+        # Checked now, as in Procrastinate: a middleware of the wrong kind fails at import.
+        self.task_middleware = middleware.task_middleware(
+            task_middleware, task_name=self.name, is_async_task=self.is_async
+        )
         functools.update_wrapper(self, func)
 
     @property

@@ -25,7 +25,7 @@ import anyio
 import psycopg
 from anyio.abc import TaskGroup
 
-from tracedjobs import gauges, outcomes, periodic, supervisor, telemetry
+from tracedjobs import gauges, middleware, outcomes, periodic, supervisor, telemetry
 from tracedjobs.connector import first_line
 from tracedjobs.context import JobContext
 from tracedjobs.exceptions import TaskNotFound
@@ -71,6 +71,8 @@ class WorkerOptions(TypedDict, total=False):
     install_signal_handlers: bool
     update_heartbeat_interval: float
     stalled_worker_timeout: float
+    task_middleware: Sequence[middleware.TaskMiddleware] | None
+    worker_middleware: Sequence[middleware.WorkerMiddleware] | None
     # tracedjobs' own:
     rescue_stalled: bool
     periodic_tasks: bool
@@ -152,6 +154,9 @@ class Worker:
         self.delete_statuses = _DELETE_STATUSES[str(delete_jobs)]
         self.additional_context = dict(o.get("additional_context") or {})
         self.install_signal_handlers = o.get("install_signal_handlers", True)
+        self.task_middleware = middleware.worker_task_middleware(o.get("task_middleware"))
+        self.worker_middleware = middleware.worker_middleware(o.get("worker_middleware"))
+        self._chains: dict[str, tuple[middleware.TaskMiddleware, ...]] = {}
         self.rescue_stalled = o.get("rescue_stalled", True)
         self.periodic_tasks = o.get("periodic_tasks", True) and self.wait
         self.periodic_catch_up = float(
@@ -298,7 +303,10 @@ class Worker:
         # see it back well within the stalled timeout.
         side.start_soon(
             functools.partial(
-                every, "heartbeat", self.update_heartbeat_interval, self.heartbeat.beat,
+                every,
+                "heartbeat",
+                self.update_heartbeat_interval,
+                self.heartbeat.beat,
                 max_backoff=self.update_heartbeat_interval,
             )
         )
@@ -569,7 +577,14 @@ class Worker:
                 worker_queues=self.queues,
                 additional_context=dict(self.additional_context),
             )
-            execution = Execution(job, task, context, self._threads)
+            chain = self._chains.get(task.name)
+            if chain is None:
+                chain = self._chains[task.name] = middleware.chain_for(
+                    self.task_middleware, task.task_middleware, task.is_async
+                )
+            execution = Execution(
+                job, task, context, self._threads, chain, self.worker_middleware, self
+            )
             ended = None
         await self._finish(job, execution, ended, task, row.get("queue_wait"))
 
