@@ -31,7 +31,7 @@ postgresql://root@127.0.0.1:5432/test); each measurement drops and recreates the
   workers (OTLP/HTTP to a counting receiver process, default export settings: spans every
   5 s or 512, metrics every 60 s and at exit); ``drain_c10_otel`` does the same for one
   drain inside an otherwise telemetry-off run. A defer measurement stops its clock after
-  ``force_flush`` (its spans exported, or handed to the export child), and each measurement
+  ``force_flush`` (its spans exported, by the export child too), and each measurement
   starts once this process's export child and receiver are idle again.
 
 Median of K runs, [min–max] when K > 1. The machine is shared: compare ratios measured in
@@ -253,9 +253,10 @@ CLIENT_SDK: Any = None
 
 
 def flush_client() -> None:
-    """End of a timed defer: the spans it made are exported (in-process exporter) or handed
-    to the export child, inside the measurement; otherwise up to 511 of them (the stock
-    processor's batch) would be encoded after the clock stopped."""
+    """End of a timed defer: the spans it made are exported (by the in-process exporter or
+    the export child), inside the measurement; otherwise up to 511 of them (the stock
+    processor's batch) would be encoded after the clock stopped, or while the next
+    measurement runs (the export child's batch delay)."""
     if CLIENT_SDK is not None and CLIENT_SDK.tracer_provider is not None:
         CLIENT_SDK.tracer_provider.force_flush()
 

@@ -108,10 +108,15 @@ class ExportChild:
         args += ["--spans"] if spans else []
         args += ["--metrics"] if metrics else []
         # Its own session: a Ctrl-C on the terminal reaches the worker, which then decides
-        # when the exporter stops. stdout is not shared (callers capture ours).
+        # when the exporter stops. stdout is not shared (callers capture ours): the child
+        # writes on it only to acknowledge a flush (see flush_and_wait).
         self._proc = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
         )
+        self._flush_lock = threading.Lock()
+        self._flushes = 0  # flush requests sent
+        self._flushed = 0  # the latest one the child acknowledged
+        self._acks = b""
         assert self._proc.stdin is not None
         self._fd = self._proc.stdin.fileno()
         os.set_blocking(self._fd, False)
@@ -155,7 +160,42 @@ class ExportChild:
         return key
 
     def flush(self) -> None:
+        """Ship what is queued now (the child exports it on its own schedule)."""
         self._wake.set()
+
+    def flush_and_wait(self, timeout: float) -> bool:
+        """Ship what is queued and have the child export everything it holds now; True once
+        it reports that done, False after ``timeout`` seconds or without a child. This is
+        what ``force_flush`` promises: spans ended before it are at the collector after."""
+        deadline = time.monotonic() + timeout
+        if not self._flush_lock.acquire(timeout=max(timeout, 0)):
+            return False
+        try:
+            if self._dead or self._closing:
+                return False
+            self._flushes += 1
+            token = self._flushes
+            self._pending.append(("F", token))  # after every record before it; never dropped
+            self._wake.set()
+            return self._await_ack(token, deadline)
+        finally:
+            self._flush_lock.release()
+
+    def _await_ack(self, token: int, deadline: float) -> bool:
+        assert self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        while self._flushed < token:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._dead or not select.select([fd], [], [], left)[0]:
+                return False
+            data = os.read(fd, 4096)
+            if not data:  # the child is gone
+                return False
+            *lines, self._acks = (self._acks + data).split(b"\n")
+            for line in lines:
+                with contextlib.suppress(ValueError):
+                    self._flushed = max(self._flushed, int(line))
+        return True
 
     def _take(self) -> list[tuple[Any, ...]]:
         pending, out = self._pending, []
@@ -349,9 +389,8 @@ class ChildSpanProcessor(SpanProcessor):
         self._child.flush()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Ships what is queued now; the child exports it on its own schedule."""
-        self._child.flush()
-        return True
+        """Ships what is queued and waits (at most the timeout) until the child exported it."""
+        return self._child.flush_and_wait(timeout_millis / 1000)
 
 
 def scope_record(key: int, scope: Any) -> tuple[Any, ...]:
@@ -392,8 +431,7 @@ class ChildMetricExporter(MetricExporter):
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        self._child.flush()
-        return True
+        return self._child.flush_and_wait(timeout_millis / 1000)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self._child.flush()
@@ -596,6 +634,12 @@ def child_main(argv: Sequence[str]) -> int:
                 metrics_out.put(from_plain(record[1]))
             elif tag in ("R", "I"):
                 rebuild.define(record)
+            elif tag == "F":  # the parent's force_flush: export everything now, then say so
+                if processor is not None:
+                    processor.force_flush()
+                if metrics_out is not None:
+                    metrics_out.wait_idle()
+                os.write(1, b"%d\n" % record[1])
     # EOF: the parent is done (or gone). Export what is left, within a bound.
     closers = [
         threading.Thread(target=c.shutdown, daemon=True)
@@ -619,22 +663,31 @@ class _MetricSender:
         self._queue: collections.deque[Any] = collections.deque(maxlen=8)
         self._ready = threading.Condition()
         self._stop = False
+        self._busy = False  # exporting a batch taken off the queue
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def put(self, data: Any) -> None:
         with self._ready:
             self._queue.append(data)
-            self._ready.notify()
+            self._ready.notify_all()
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Until every batch handed over so far is exported (or ``timeout`` seconds)."""
+        with self._ready:
+            self._ready.wait_for(lambda: not self._queue and not self._busy, timeout)
 
     def _run(self) -> None:
         while True:
             with self._ready:
+                self._busy = False
+                self._ready.notify_all()
                 while not self._queue and not self._stop:
                     self._ready.wait()
                 if not self._queue:
                     return
                 data = self._queue.popleft()
+                self._busy = True
             try:
                 self._exporter.export(data)
             except Exception:
@@ -643,7 +696,7 @@ class _MetricSender:
     def shutdown(self) -> None:
         with self._ready:
             self._stop = True
-            self._ready.notify()
+            self._ready.notify_all()
         self._thread.join()
         self._exporter.shutdown()
 

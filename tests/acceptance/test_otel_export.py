@@ -243,6 +243,47 @@ print(N, dropped)
     assert received == total - dropped, (received, total, dropped)
 
 
+def test_force_flush_returns_once_the_export_process_has_exported(receiver: OtlpReceiver):
+    """``force_flush`` means exported (the SDK's promise), not only handed to the child: with
+    the child's batch delay at ten minutes, the span and the metric are at the receiver as
+    soon as it returns, before the process exits."""
+    script = r"""
+import sys, time
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from tracedjobs import otel_export
+
+child = otel_export.ExportChild(spans=True, metrics=True)
+provider = TracerProvider(shutdown_on_exit=False)
+provider.add_span_processor(otel_export.ChildSpanProcessor(child))
+reader = PeriodicExportingMetricReader(
+    otel_export.ChildMetricExporter(child), export_interval_millis=600_000
+)
+meters = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+with provider.get_tracer("t").start_as_current_span("flushed"):
+    meters.get_meter("t").create_counter("flushed.count").add(1)
+print(provider.force_flush(20_000), meters.force_flush(20_000), flush=True)
+sys.stdin.readline()  # the test looks at the receiver meanwhile
+child.close(time.monotonic() + 5)
+"""
+    env = cli_env("", **receiver.env(OTEL_BSP_SCHEDULE_DELAY="600000"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().split() == ["True", "True"], proc.stderr
+        assert len(receiver.spans_named("flushed")) == 1
+        assert receiver.points_named("flushed.count")
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+
+
 def test_a_forked_task_process_does_not_keep_the_export_process_alive():
     """The pipe's write end must not survive in a fork (multiprocessing's default on Linux):
     after the parent closes, the export child sees EOF and exits although the fork lives."""
