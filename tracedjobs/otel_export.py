@@ -639,7 +639,8 @@ def child_main(argv: Sequence[str]) -> int:
                     processor.force_flush()
                 if metrics_out is not None:
                     metrics_out.wait_idle()
-                os.write(1, b"%d\n" % record[1])
+                with contextlib.suppress(OSError):  # the parent gave up waiting, or is gone
+                    os.write(1, b"%d\n" % record[1])
     # EOF: the parent is done (or gone). Export what is left, within a bound.
     closers = [
         threading.Thread(target=c.shutdown, daemon=True)
