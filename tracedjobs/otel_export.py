@@ -509,6 +509,19 @@ def _scope(record: tuple[Any, ...]) -> Any:
 # -- child side -----------------------------------------------------------------------------
 
 
+class _HashedResource(Resource):
+    """A resource hashed once. The SDK's encoder groups spans by resource and hashes it for
+    every span, and ``Resource.__hash__`` JSON-encodes the attributes each time: a tenth of
+    the export child's work. A resource is immutable, so its hash is too."""
+
+    def __init__(self, attributes: Mapping[str, Any], schema_url: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 class _Rebuilder:
     """Turns shipped records back into the SDK's own objects."""
 
@@ -520,6 +533,9 @@ class _Rebuilder:
         self.Resource, self.Event, self.Link = Resource, Event, Link
         self.SpanContext, self.TraceFlags, self.TraceState = SpanContext, TraceFlags, TraceState
         self.SpanKind, self.Status, self.StatusCode = SpanKind, Status, StatusCode
+        self.kinds = {kind.value: kind for kind in SpanKind}
+        # Statuses without a description, made once (they are immutable).
+        self.statuses = {code.value: Status(code) for code in StatusCode}
         self.resources: dict[int, Any] = {}
         self.scopes: dict[int, Any] = {}
 
@@ -563,7 +579,7 @@ class _Rebuilder:
 
     def define(self, record: tuple[Any, ...]) -> None:
         if record[0] == "R":
-            self.resources[record[1]] = self.Resource(record[2] or {}, record[3])
+            self.resources[record[1]] = _HashedResource(record[2] or {}, record[3])
         else:
             self.scopes[record[1]] = _scope(record)
 
@@ -586,8 +602,12 @@ class _Rebuilder:
             attributes=attrs or {},
             events=[self.Event(n, a or {}, t) for n, t, a in events or ()],
             links=[self.Link(self.context(c), a or {}) for c, a in links or ()],
-            kind=self.SpanKind(kind),
-            status=self.Status(self.StatusCode(code), description),
+            kind=self.kinds[kind],
+            status=(
+                self.statuses[code]
+                if description is None
+                else self.Status(self.StatusCode(code), description)
+            ),
             start_time=start,
             end_time=end,
             instrumentation_scope=self.scopes.get(scope),
