@@ -256,6 +256,8 @@ class ExportChild:
                 "stopped the telemetry exporter: it had not finished sending at exit "
                 "(is the OTLP endpoint reachable?)"
             )
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()  # its flush acknowledgements
         if self.dropped:
             logger.warning("telemetry: %d records dropped (export queue full)", self.dropped)
 
@@ -511,8 +513,8 @@ def _scope(record: tuple[Any, ...]) -> Any:
 
 class _HashedResource(Resource):
     """A resource hashed once. The SDK's encoder groups spans by resource and hashes it for
-    every span, and ``Resource.__hash__`` JSON-encodes the attributes each time: a tenth of
-    the export child's work. A resource is immutable, so its hash is too."""
+    every span, and ``Resource.__hash__`` JSON-encodes the attributes each time (about 6 % of
+    the export child's work). A resource is immutable, so its hash is too."""
 
     def __init__(self, attributes: Mapping[str, Any], schema_url: str | None = None) -> None:
         super().__init__(attributes, schema_url)
@@ -530,7 +532,7 @@ class _Rebuilder:
         from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
         from opentelemetry.trace.status import Status, StatusCode
 
-        self.Resource, self.Event, self.Link = Resource, Event, Link
+        self.Event, self.Link = Event, Link
         self.SpanContext, self.TraceFlags, self.TraceState = SpanContext, TraceFlags, TraceState
         self.SpanKind, self.Status, self.StatusCode = SpanKind, Status, StatusCode
         self.kinds = {kind.value: kind for kind in SpanKind}

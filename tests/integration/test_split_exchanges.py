@@ -4,10 +4,11 @@ every result is recorded; a worker with a lower concurrency or no backlog keeps 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -32,9 +33,16 @@ class CountingStore:
         self.limits_beside_another: list[int] = []  # claims made while another was in flight
         self.claiming = 0  # slots asked for by the exchanges in flight
         self.most_claiming = 0
+        self.listening = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+    @contextlib.asynccontextmanager
+    async def listen(self) -> AsyncIterator[Any]:
+        async with self.inner.listen() as notifications:
+            self.listening = True
+            yield notifications
 
     async def finish_and_claim(
         self, finished: Sequence[AttemptResult], *, worker: WorkerInfo, limit: int,
@@ -154,8 +162,10 @@ def test_jobs_arriving_one_by_one_cost_one_claim_and_one_result_exchange_each(
         worker = Worker(app, store=store, **{**FAST, "polling_interval": 60.0})
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker.run)
+            # Settled: listening (LISTEN's set-up pokes once more, for jobs deferred before
+            # it), then idle with no exchange in flight.
             with anyio.fail_after(30):
-                while not worker._idle:  # registered, listening, and found nothing to do
+                while not (store.listening and worker._idle and not worker._exchanges):
                     await anyio.sleep(0.01)
             before = len(store.exchanges)
             for n in range(5):
