@@ -15,6 +15,7 @@ from tracedjobs.blueprints import Blueprint
 from tracedjobs.connector import PsycopgConnector
 from tracedjobs.exceptions import ConfigurationError, TaskNotFound
 from tracedjobs.manager import JobManager
+from tracedjobs.middleware import TaskMiddleware
 from tracedjobs.tasks import JobDeferrer, Task
 
 if TYPE_CHECKING:
@@ -35,6 +36,10 @@ class App(Blueprint):
     instead of linking to it. Task arguments are never put on spans unless
     ``record_args=True``.
     """
+
+    # Task middleware every worker of this app runs outermost, before the worker's own: an
+    # integration's (DjangoApp closes Django's connections around each sync task).
+    task_middleware: tuple[TaskMiddleware, ...] = ()
 
     def __init__(
         self,
@@ -202,13 +207,6 @@ class App(Blueprint):
         app.tasks = self.tasks
         app.periodic_registry = self.periodic_registry
         return app
-
-    def run_in_task_thread(self, func: Callable[[], Any]) -> Any:
-        """How a worker calls a sync task's function in its thread (part of the attempt).
-
-        A hook for integrations: ``DjangoApp`` closes the thread's Django connections
-        around it, as Django does around a request."""
-        return func()
 
     @contextlib.contextmanager
     def replace_connector(self, connector: PsycopgConnector) -> Iterator[App]:

@@ -38,10 +38,6 @@ class Ended:
     thread_abandoned: bool = False
 
 
-def _call(fn: Callable[[], Any]) -> Any:
-    return fn()
-
-
 class TaskThreads:
     """Daemon threads for sync tasks.
 
@@ -50,10 +46,7 @@ class TaskThreads:
     abandoned thread against its concurrency until it ends, so they cannot pile up.
     """
 
-    def __init__(self, around: Callable[[Callable[[], Any]], Any] | None = None) -> None:
-        # What runs each task function in its thread (App.run_in_task_thread: Django
-        # closes the thread's database connections around it).
-        self.around = around or _call
+    def __init__(self) -> None:
         self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
         self._count = 0
@@ -201,11 +194,9 @@ class Execution:
         done: asyncio.Future[BaseException | None] = loop.create_future()
         ctx = contextvars.copy_context()
 
-        around = self._threads.around
-
         def call() -> None:
             try:
-                value = ctx.run(around, fn)
+                value = ctx.run(fn)
                 if returned is not None:
                     returned.append(value)
                 outcome: BaseException | None = None

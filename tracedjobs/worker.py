@@ -154,7 +154,10 @@ class Worker:
         self.delete_statuses = _DELETE_STATUSES[str(delete_jobs)]
         self.additional_context = dict(o.get("additional_context") or {})
         self.install_signal_handlers = o.get("install_signal_handlers", True)
-        self.task_middleware = middleware.worker_task_middleware(o.get("task_middleware"))
+        self.task_middleware = (
+            *app.task_middleware,
+            *middleware.worker_task_middleware(o.get("task_middleware")),
+        )
         self.worker_middleware = middleware.worker_middleware(o.get("worker_middleware"))
         self._chains: dict[str, tuple[middleware.TaskMiddleware, ...]] = {}
         self.rescue_stalled = o.get("rescue_stalled", True)
@@ -180,7 +183,7 @@ class Worker:
         self.jobs_processed = 0
         self.heartbeat = Heartbeat(self)  # made anew at registration
 
-        self._threads = TaskThreads(around=app.run_in_task_thread)
+        self._threads = TaskThreads()
         self._running: dict[int, Execution] = {}
         self._abandoned: set[Execution] = set()
         self._busy = 0  # slots taken: jobs running, and sync threads abandoned past a timeout
