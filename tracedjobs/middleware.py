@@ -37,9 +37,7 @@ WorkerMiddleware = Callable[[Callable[[], Awaitable[Any]], "JobContext", "Worker
 def is_async(middleware: Callable[..., Any]) -> bool:
     """Whether a middleware is ``async def`` (a function, a ``functools.partial`` of one, or
     an object whose ``__call__`` is)."""
-    func = middleware
-    while isinstance(func, functools.partial):
-        func = func.func
+    func = _unwrap(middleware)
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004 - the method, not callability
     )
@@ -120,8 +118,13 @@ def _callables(middleware: Sequence[Any] | None, what: str) -> tuple[Any, ...]:
     return checked
 
 
+def _unwrap(middleware: Callable[..., Any]) -> Callable[..., Any]:
+    """The function under any ``functools.partial`` layers."""
+    while isinstance(middleware, functools.partial):
+        middleware = middleware.func
+    return middleware
+
+
 def _name(middleware: Callable[..., Any]) -> str:
-    func = middleware
-    while isinstance(func, functools.partial):
-        func = func.func
+    func = _unwrap(middleware)
     return repr(getattr(func, "__qualname__", func))
