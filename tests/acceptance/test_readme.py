@@ -101,8 +101,19 @@ def test_the_example_runs_as_written_and_its_command_lines_literally(
                "AND (scheduled_at IS NULL OR scheduled_at <= now())")
         wait_until(lambda: scalar(db_url, due) >= 6 and scalar(
             db_url, due + " AND status <> 'succeeded'") == 0, 60, "the due email jobs to run")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            assert "messaging_client_consumed_messages_total" in response.read().decode()
+        # A job's attempt is counted once its result is committed, a moment after the row
+        # says so: the scrape is retried until the six successes are in it.
+        succeeded = scalar(db_url, due)
+
+        def counted() -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("messaging_client_consumed_messages_total{")
+                       and 'tracedjobs_task_name="myapp.tasks.send_email"' in line
+                       and 'tracedjobs_job_outcome="succeeded"' in line)
+
+        wait_until(lambda: counted() == succeeded, 15, "the successes in the worker's metrics")
         if shutil.which("tmux"):
             top = TmuxTop(env, line=lines[4], cwd=tmp_path, width=100, height=30)
             screen = top.wait_for(lambda s: "LIVE" in s and "send_email" in s, "top live")
