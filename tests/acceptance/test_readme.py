@@ -102,8 +102,11 @@ def test_the_example_runs_as_written_and_its_command_lines_literally(
         wait_until(lambda: scalar(db_url, due) >= 6 and scalar(
             db_url, due + " AND status <> 'succeeded'") == 0, 60, "the due email jobs to run")
         # A job's attempt is counted once its result is committed, a moment after the row
-        # says so: the scrape is retried until the six successes are in it.
-        succeeded = scalar(db_url, due)
+        # says so: the scrape is retried until it counts every email job that succeeded.
+        # Counted anew each time: the jobs scheduled 10 s and 30 s after their defer may come
+        # due and run meanwhile (a count read once could then be overtaken and never equalled).
+        succeeded = ("SELECT count(*) FROM tracedjobs_jobs WHERE queue_name = 'emails' "
+                     "AND status = 'succeeded'")
 
         def counted() -> float:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -113,7 +116,8 @@ def test_the_example_runs_as_written_and_its_command_lines_literally(
                        and 'tracedjobs_task_name="myapp.tasks.send_email"' in line
                        and 'tracedjobs_job_outcome="succeeded"' in line)
 
-        wait_until(lambda: counted() == succeeded, 15, "the successes in the worker's metrics")
+        wait_until(lambda: counted() == scalar(db_url, succeeded), 15,
+                   "the successes in the worker's metrics")
         if shutil.which("tmux"):
             top = TmuxTop(env, line=lines[4], cwd=tmp_path, width=100, height=30)
             screen = top.wait_for(lambda s: "LIVE" in s and "send_email" in s, "top live")

@@ -57,8 +57,10 @@ def test_sigkilled_workers_job_is_rescued_by_a_peer_and_then_succeeds(
         ) == [(1, 1)]
         # The dead worker's row went with the rescue (the claim); the rescuer's row stays.
         assert set(worker_ids(db_url)) == {rescuer.pid}
-        assert f"job {job_id} (slow_first_attempt) was lost by its worker; now todo" in (
-            rescuer.output()
+        # Logged once the rescue pass returns (after a second transaction, for orphan jobs),
+        # while the rescuer may already be running the job again: waited for, not read once.
+        rescuer.wait_for_output(
+            f"job {job_id} (slow_first_attempt) was lost by its worker; now todo", 15
         )
     finally:
         victim.stop()
