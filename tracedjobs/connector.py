@@ -302,6 +302,12 @@ class PsycopgConnector:
         a transaction pooler: what needs a session uses :meth:`connect_session_async`."""
         return await self._connect_async(self.url, timeout, main=True)
 
+    @property
+    def session_through_pooler(self) -> bool:
+        """Whether session connections may go through a pooler (no session URL, and the
+        first connection found one); unknown before that connection counts as no."""
+        return bool(self._pooler) and self._session_resolved is None
+
     async def connect_session_async(
         self, *, timeout: float = _PROBE_TIMEOUT
     ) -> psycopg.AsyncConnection[Any]:

@@ -45,6 +45,7 @@ class Batch:
     recorded: set[int]  # ids of the jobs whose result was written
     claimed: list[dict[str, Any]]  # rows of the jobs claimed
     next_in: float | None  # seconds until the next scheduled job (None: none, or not asked)
+    more: bool = False  # jobs may be left ready (False: the claim took every ready job)
 
 
 class WorkerStore(Protocol):
@@ -227,7 +228,7 @@ class PostgresStore:
             except BaseException:
                 await _rollback(conn)
                 raise
-        return Batch(recorded, claimed, next_in)
+        return Batch(recorded, claimed, next_in, bool(claimed) and claimed[0]["more"])
 
     async def fail_unrecordable(self, result: AttemptResult, message: str) -> bool:
         async with self.pool.connection() as conn:

@@ -90,12 +90,14 @@ _ALIASES = {
 
 
 class _Submitted:
-    """A finished attempt waiting to be written; ``done`` resolves once its fate is known."""
+    """A finished attempt waiting to be written; ``done`` resolves once its fate is known.
+    ``frees`` says that writing it may make a job ready (a retry, a lock released)."""
 
-    __slots__ = ("done", "recorded", "result")
+    __slots__ = ("done", "frees", "recorded", "result")
 
-    def __init__(self, result: AttemptResult) -> None:
+    def __init__(self, result: AttemptResult, frees: bool = False) -> None:
         self.result = result
+        self.frees = frees
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.recorded = False
 
@@ -195,11 +197,13 @@ class Worker:
         # Smaller batches cost more per job in the database: split only large ones.
         self._max_exchanges = MAX_EXCHANGES if self.concurrency >= SPLIT_FROM else 1
         self._reserved = 0  # slots the claims in flight may fill
+        self._claiming = 0  # exchanges in flight that claim
         self._backlog = False  # the last claim filled every slot it asked for
-        self._idle = False  # the last claim found nothing; claim again once poked
+        self._idle = False  # the last claim left no job ready; claim again once poked
+        self._heard = False  # LISTEN on a session of its own: every new job is announced
         self._pokes = 0
         self._failing = False  # an exchange failed and backs off
-        self._next_in: float | None = None  # seconds to the next scheduled job
+        self._next_at: float | None = None  # loop time at which a scheduled job is due
         self._side: TaskGroup | None = None
         self._signals_seen = 0
         self._owner_thread: int | None = None
@@ -363,10 +367,15 @@ class Worker:
     # -- the fetch loop ----------------------------------------------------------------
 
     def _poke(self) -> None:
-        """Something changed (a job ended, new work was announced, a slot was freed): the
-        fetch loop looks again, claiming too if slots are free."""
+        """Work may be ready (announced, or a failure to recover from): the fetch loop looks
+        again, claiming too if slots are free."""
         self._idle = False
         self._pokes += 1
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        """Something changed (a result to hand in, an exchange or a job ended): the fetch loop
+        looks again, claiming only if a job may be ready."""
         if self._wake is not None:
             self._wake.set()
 
@@ -389,7 +398,7 @@ class Worker:
                 return
             timeout = None
             if self._idle and self.wait and not self._exchanges and not self._stopping:
-                timeout = self._idle_timeout(self._next_in)
+                timeout = self._idle_timeout()
             try:
                 async with asyncio.timeout(timeout):
                     await wake.wait()
@@ -400,21 +409,35 @@ class Worker:
         return bool(self._tasks or self._pending or self._exchanges)
 
     def _claim_limit(self) -> int:
-        free = 0 if self._stopping else self.concurrency - self._busy - self._reserved
+        if self._stopping or (self._idle and self._heard):
+            # No job is ready, and a notification will say when one is: results are handed
+            # in without a claim, and the slots stay free for the claim that notification
+            # starts (beside them, see _may_exchange). Unheard, every exchange claims.
+            return 0
+        free = self.concurrency - self._busy - self._reserved
         if self._max_exchanges > 1 and (self._backlog or self._exchanges):
             free = min(free, -(-self.concurrency // self._max_exchanges))
         return max(free, 0)
 
     def _may_exchange(self, claim: int) -> bool:
-        if self._failing or len(self._exchanges) >= self._max_exchanges:
+        if self._failing:
             return False
-        if self._exchanges and not self._backlog:
-            return False  # a second exchange at once only while a backlog lasts
-        return bool(self._pending) or (claim > 0 and not self._idle)
+        claims = claim > 0 and not self._idle
+        if self._exchanges:
+            if len(self._exchanges) >= MAX_EXCHANGES:
+                return False
+            if not self._claiming:
+                # Those in flight only hand in results: a claim goes beside them, so that a
+                # job announced while results are written starts at once.
+                return claims
+            if not self._backlog or len(self._exchanges) >= self._max_exchanges:
+                return False  # a second claim at once only while a backlog lasts
+        return bool(self._pending) or claims
 
     def _start_exchange(self, claim: int, health: supervisor.Health) -> None:
         submitted, self._pending = self._pending, []
         self._reserved += claim
+        self._claiming += claim > 0
         task = asyncio.get_running_loop().create_task(self._exchange_task(submitted, claim, health))
         self._exchanges.add(task)
         task.add_done_callback(self._exchange_done)
@@ -423,8 +446,7 @@ class Worker:
         self._exchanges.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("internal error in the fetch loop", exc_info=task.exception())
-        if self._wake is not None:
-            self._wake.set()  # not _poke: an exchange that found nothing leaves us idle
+        self._wake_up()  # not _poke: an exchange that found nothing leaves us idle
 
     async def _exchange_task(
         self, submitted: list[_Submitted], claim: int, health: supervisor.Health
@@ -435,6 +457,7 @@ class Worker:
         except Exception as exc:
             self._pending = [s for s in submitted if not s.done.done()] + self._pending
             self._reserved -= claim
+            self._claiming -= claim > 0
             self._failing = True
             try:
                 await asyncio.sleep(health.failed(exc))
@@ -442,14 +465,20 @@ class Worker:
                 self._failing = False
             return
         self._reserved -= claim
+        self._claiming -= claim > 0
         health.ok()
         for row in batch.claimed:
             self._spawn(row)
         if claim > 0:
             self._backlog = len(batch.claimed) == claim
             # Idle unless poked meanwhile (a notification this claim may not have seen).
-            self._idle = not batch.claimed and self._pokes == pokes
-            self._next_in = batch.next_in
+            self._idle = not batch.more and self._pokes == pokes
+            loop = asyncio.get_running_loop()
+            self._next_at = None if batch.next_in is None else loop.time() + batch.next_in
+        elif any(s.frees for s in submitted):
+            # A retry due now, or a job that waited on a released lock: the notification
+            # would say so too, but a one-shot worker may be gone by then.
+            self._poke()
 
     def _spawn(self, row: dict[str, Any]) -> None:
         """Run one claimed job in a task of its own (plain asyncio: a job never needs the
@@ -464,18 +493,20 @@ class Worker:
         if not task.cancelled() and task.exception() is not None:
             logger.error("internal error while running a job", exc_info=task.exception())
             self._poke()
-        elif self._wake is not None:
+        else:
             # Not a poke: the job's slot was freed before its result was handed in, and the
-            # exchange that recorded it claimed for that slot. Claiming again would cost an
-            # empty round trip per job, and a job announced meanwhile would wait behind it.
-            # The loop wakes only to check whether it is done (stopping, one-shot).
-            self._wake.set()
+            # exchange that recorded it claimed for that slot (or knew none was ready).
+            # Claiming again would cost an empty round trip per job, and a job announced
+            # meanwhile would wait behind it. The loop wakes only to check whether it is
+            # done (stopping, one-shot).
+            self._wake_up()
 
-    def _idle_timeout(self, next_in: float | None) -> float:
+    def _idle_timeout(self) -> float:
         """With nothing to claim: until the next scheduled job, at most the polling interval
         (a fallback for missed notifications)."""
         poll = self.polling_interval if self.listen_notify else min(self.polling_interval, 1.0)
-        if next_in is not None:
+        if self._next_at is not None:
+            next_in = self._next_at - asyncio.get_running_loop().time()
             return max(0.0, min(poll, next_in + 0.001))
         return poll
 
@@ -633,9 +664,9 @@ class Worker:
                 span_id=span.span_id,
             )
             self._release(execution, ended)
-            submitted = _Submitted(result)
+            submitted = _Submitted(result, job.lock is not None or result.status == Status.TODO)
             self._pending.append(submitted)
-            self._poke()
+            self._wake_up()
             await submitted.done
             result = submitted.result
             outcomes.log_result(
@@ -716,15 +747,22 @@ class Worker:
     async def _listen(self, health: supervisor.Health) -> None:
         async with self.store.listen() as notifications:
             health.ok()
+            # Through a transaction pooler the notifications are lost (docs/operations.md).
+            self._heard = not self.app.connector.session_through_pooler
             self._poke()  # anything deferred while we were not listening
-            async for notify in notifications:
-                if notify.channel == ABORT_CHANNEL:
-                    try:
-                        self._abort(int(notify.payload))
-                    except ValueError:
-                        logger.warning("ignored a malformed abort notification %r", notify.payload)
-                elif self.queues is None or notify.payload in self.queues:
-                    self._poke()
+            try:
+                async for notify in notifications:
+                    if notify.channel == ABORT_CHANNEL:
+                        try:
+                            self._abort(int(notify.payload))
+                        except ValueError:
+                            logger.warning(
+                                "ignored a malformed abort notification %r", notify.payload
+                            )
+                    elif self.queues is None or notify.payload in self.queues:
+                        self._poke()
+            finally:
+                self._heard = False
 
     # -- signals -----------------------------------------------------------------------
 

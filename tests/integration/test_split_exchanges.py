@@ -147,10 +147,10 @@ def test_a_lower_concurrency_keeps_one_exchange_at_a_time(app: tracedjobs.App) -
 def test_jobs_arriving_one_by_one_cost_one_claim_and_one_result_exchange_each(
     app: tracedjobs.App,
 ) -> None:
-    """A job announced while the worker is idle is claimed by one exchange; its result is
-    handed in by a second, which also claims for the freed slot. No third, empty claim
-    follows when the job's task ends: it would be a wasted round trip per job, and a job
-    announced meanwhile would wait behind it."""
+    """A job announced while the worker is idle is claimed by one exchange, which also tells
+    that no other job is ready; its result is handed in by a second, which claims nothing
+    (a notification will announce the next job). No empty claim follows: it would be a
+    wasted round trip per job, and a job announced meanwhile would wait behind it."""
 
     @app.task
     async def noop(n: int) -> None:
@@ -180,4 +180,96 @@ def test_jobs_arriving_one_by_one_cost_one_claim_and_one_result_exchange_each(
         return store
 
     store = anyio.run(main)
-    assert store.exchanges == [(0, 1, 1), (1, 1, 0)] * 5
+    assert store.exchanges == [(0, 1, 1), (1, 0, 0)] * 5
+
+
+class HeldResults:
+    """A PostgresStore whose exchanges that only hand in results wait for ``release``."""
+
+    def __init__(self, inner: PostgresStore) -> None:
+        self.inner = inner
+        self.holding = anyio.Event()
+        self.release = anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def finish_and_claim(
+        self, finished: Sequence[AttemptResult], *, worker: WorkerInfo, limit: int,
+        delete_statuses: Sequence[str] = (),
+    ) -> Batch:  # fmt: skip
+        if finished and limit == 0:
+            self.holding.set()
+            await self.release.wait()
+        return await self.inner.finish_and_claim(
+            finished, worker=worker, limit=limit, delete_statuses=delete_statuses
+        )
+
+
+def test_a_job_announced_while_a_result_is_written_starts_beside_it(app: tracedjobs.App) -> None:
+    """With no job ready, a result is handed in by an exchange that claims nothing, and the
+    free slot is not promised to it: a job announced meanwhile is claimed by a second
+    exchange at once instead of waiting for the first (concurrency 1 still runs one job at
+    a time)."""
+    started: dict[int, float] = {}
+    ended: dict[int, float] = {}
+
+    @app.task
+    async def step(n: int) -> None:
+        started[n] = time.monotonic()
+        ended[n] = time.monotonic()
+
+    async def main() -> tuple[CountingStore, float]:
+        held = HeldResults(PostgresStore(app.connector, name=f"t-{uuid.uuid4().hex[:6]}"))
+        store = CountingStore(held)  # type: ignore[arg-type]
+        worker = Worker(app, store=store, **{**FAST, "polling_interval": 60.0})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            with anyio.fail_after(30):
+                while not (store.listening and worker._idle and not worker._exchanges):
+                    await anyio.sleep(0.01)
+            await step.defer_async(n=1)
+            with anyio.fail_after(30):
+                await held.holding.wait()  # job 1 ended; its result is being handed in
+            held_at = time.monotonic()
+            second = await step.defer_async(n=2)
+            with anyio.move_on_after(10):
+                while 2 not in started:
+                    await anyio.sleep(0.01)
+            held.release.set()
+            with anyio.fail_after(30):
+                while await app.job_manager.get_job_status_async(second) != "succeeded":
+                    await anyio.sleep(0.01)
+            worker.stop()
+        await app.connector.close_async()
+        return store, held_at
+
+    store, held_at = anyio.run(main)
+    assert 2 in started, "job 2 waited for job 1's result to be written"
+    assert ended[1] <= held_at < started[2]
+    assert store.limits_beside_another == [1]  # the claim that started job 2
+    assert [e for e in store.exchanges if e[0]] == [(1, 0, 0), (1, 0, 0)]
+    statuses = app.job_manager.list_jobs()
+    assert sorted(j.status for j in statuses) == ["succeeded", "succeeded"]
+
+
+def test_a_one_shot_worker_runs_retries_and_lock_waiters_that_results_make_ready(
+    app: tracedjobs.App, db_url: str
+) -> None:
+    """Results handed in without a claim can make jobs ready (a retry due at once, a job
+    that waited on the released lock): the worker claims again at once, and a one-shot
+    worker runs them before it exits."""
+    runs: list[tuple[int, int]] = []
+
+    @app.task(pass_context=True, retry=tracedjobs.RetryStrategy(max_attempts=2))
+    async def flaky(context: tracedjobs.JobContext, n: int) -> None:
+        runs.append((n, context.job.attempts))
+        if n == 1 and context.job.attempts == 0:
+            raise ValueError("first attempt fails")
+
+    flaky.configure(lock="k").defer(n=1)
+    flaky.configure(lock="k").defer(n=2)
+    store = drain(app, concurrency=2)
+    assert runs == [(1, 0), (1, 1), (2, 0)]
+    assert scalar(db_url, "SELECT count(*) FROM tracedjobs_jobs WHERE status = 'succeeded'") == 2
+    assert store.limits[0] == 2

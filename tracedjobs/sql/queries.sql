@@ -67,7 +67,17 @@ RETURNING j.id, j.queue_name, j.task_name, j.priority, j.lock, j.queueing_lock,
           j.args::text AS args_text,
           j.status, j.scheduled_at, j.created_at, j.attempts, j.lost_attempts, j.attempt_id,
           j.traceparent, j.tracestate,
-          extract(epoch FROM now() - coalesce(j.scheduled_at, j.created_at))::float8 AS queue_wait;
+          extract(epoch FROM now() - coalesce(j.scheduled_at, j.created_at))::float8 AS queue_wait,
+          -- Whether a job is left ready once this claim took as many as it could (asked only
+          -- then: with fewer, none was). It may say yes for a job another claim holds or one
+          -- waiting on a lock, never no for a ready one: "no" lets the worker stop claiming
+          -- until a notification or its poll says otherwise.
+          (SELECT count(*) FROM candidates) = %(limit)s AND EXISTS (
+              SELECT 1 FROM tracedjobs_jobs r
+               WHERE r.status = 'todo'
+                 AND (%(queues)s::text[] IS NULL OR r.queue_name = ANY (%(queues)s::text[]))
+                 AND (r.scheduled_at IS NULL OR r.scheduled_at <= now())
+                 AND r.id <> ALL (ARRAY(SELECT id FROM candidates))) AS more;
 
 -- name: finish_jobs
 -- Record the end of a batch of attempts: each attempt's row (written once: if a rescuer
