@@ -162,6 +162,19 @@ class PsycopgConnector:
         connector._session_from_env = True
         return connector
 
+    def moved_to(self, database_url: str) -> PsycopgConnector:
+        """A connector like this one (JSON codecs, pool and connection arguments such as
+        ``kwargs={"prepare_threshold": 5}``) to another database: the CLI's
+        ``--database-url``. Like an App's, its session URL comes from the environment."""
+        connector = PsycopgConnector(
+            conninfo=database_url,
+            json_dumps=self._json_dumps,
+            json_loads=self._json_loads,
+            **self.pool_args,
+        )
+        connector._session_from_env = True
+        return connector
+
     # -- where ---------------------------------------------------------------------------
 
     @property

@@ -202,3 +202,28 @@ def test_every_option_has_procrastinates_environment_variable(
     monkeypatch.setenv("TRACEDJOBS_DEFER_UNKNOWN", "maybe")
     with pytest.raises(UsageError, match="is not a boolean"):
         parse("defer", "t")
+
+
+def test_database_url_moves_the_apps_connector_and_keeps_its_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--database-url`` points the app elsewhere without dropping what its connector was
+    built with: JSON codecs (jobs' args would decode differently) and connection arguments
+    (prepared statements kept behind PgBouncer >= 1.21)."""
+    from tracedjobs.cli.base import use_database
+
+    monkeypatch.setenv("TRACEDJOBS_SESSION_DATABASE_URL", "postgresql://direct/jobs")
+    app = tracedjobs.App(
+        connector=tracedjobs.PsycopgConnector(
+            conninfo="postgresql://bouncer/jobs",
+            json_loads=lambda text: ("decoded", text),
+            kwargs={"prepare_threshold": 5},
+            max_size=4,
+        )
+    )
+    use_database(app, "postgresql://other/jobs")
+    assert app.connector.url == "postgresql://other/jobs"
+    assert app.connector.json_loads("{}") == ("decoded", "{}")
+    assert app.connector.pool_args == {"kwargs": {"prepare_threshold": 5}, "max_size": 4}
+    assert app.connector._session_url() == "postgresql://direct/jobs"
+    assert app.job_manager.connector is app.connector

@@ -48,13 +48,18 @@ def use_database(app: Any, url: str) -> None:
     """Point an imported app at another database (``--database-url`` beats the app's own).
 
     The app module built its connector at import time; it is lazy, so nothing has connected
-    yet and swapping it is safe. Like ``App(database_url=url)``, the new connector reads
-    ``$TRACEDJOBS_SESSION_DATABASE_URL`` (the direct route for LISTEN behind PgBouncer).
+    yet and swapping it is safe. The new one keeps the old one's JSON codecs and connection
+    arguments and, like ``App(database_url=url)``'s, reads ``$TRACEDJOBS_SESSION_DATABASE_URL``
+    (the direct route for LISTEN behind PgBouncer).
     """
     from tracedjobs.connector import PsycopgConnector
     from tracedjobs.manager import JobManager
 
-    app.connector = PsycopgConnector.for_app(url)
+    old = app.connector
+    if isinstance(old, PsycopgConnector):
+        app.connector = old.moved_to(url)
+    else:
+        app.connector = PsycopgConnector.for_app(url)
     app.job_manager = JobManager(app.connector)
 
 
