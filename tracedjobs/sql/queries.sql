@@ -68,16 +68,21 @@ RETURNING j.id, j.queue_name, j.task_name, j.priority, j.lock, j.queueing_lock,
           j.status, j.scheduled_at, j.created_at, j.attempts, j.lost_attempts, j.attempt_id,
           j.traceparent, j.tracestate,
           extract(epoch FROM now() - coalesce(j.scheduled_at, j.created_at))::float8 AS queue_wait,
-          -- Whether a job is left ready once this claim took as many as it could (asked only
-          -- then: with fewer, none was). It may say yes for a job another claim holds or one
-          -- waiting on a lock, never no for a ready one: "no" lets the worker stop claiming
-          -- until a notification or its poll says otherwise.
-          (SELECT count(*) FROM candidates) = %(limit)s AND EXISTS (
-              SELECT 1 FROM tracedjobs_jobs r
-               WHERE r.status = 'todo'
-                 AND (%(queues)s::text[] IS NULL OR r.queue_name = ANY (%(queues)s::text[]))
-                 AND (r.scheduled_at IS NULL OR r.scheduled_at <= now())
-                 AND r.id <> ALL (ARRAY(SELECT id FROM candidates))) AS more;
+          -- Whether a job may be left ready. No, if the claim took fewer than it asked for.
+          -- Yes, if a bigger claim filled up (a backlog, most likely). For a claim of one job
+          -- (concurrency 1, or one slot free), a look one job further in the claim's own
+          -- order (its index: to this statement the claimed job is still todo). It may say
+          -- yes for a job another claim holds or one waiting on a lock, never no for a ready
+          -- one: "no" lets the worker stop claiming until a notification or a poll.
+          CASE WHEN (SELECT count(*) FROM candidates) < %(limit)s THEN false
+               WHEN %(limit)s > 1 THEN true
+               ELSE EXISTS (
+                   SELECT 1 FROM tracedjobs_jobs r
+                    WHERE r.status = 'todo'
+                      AND (%(queues)s::text[] IS NULL OR r.queue_name = ANY (%(queues)s::text[]))
+                      AND (r.scheduled_at IS NULL OR r.scheduled_at <= now())
+                    ORDER BY r.priority DESC, r.id
+                   OFFSET 1 LIMIT 1) END AS more;
 
 -- name: finish_jobs
 -- Record the end of a batch of attempts: each attempt's row (written once: if a rescuer
