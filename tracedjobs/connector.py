@@ -88,6 +88,14 @@ def describe_connection_error(url: str, exc: BaseException) -> str:
     return f"cannot connect to {display_url(url)}: {first_line(exc)}"
 
 
+def lost_connection(exc: psycopg.OperationalError) -> bool:
+    """A failure to reach the server or to keep talking to it (no SQLSTATE, or class 08 or
+    57P), not an error the server reported for a statement: a statement timeout, a
+    deadlock or a lock not available keep their own psycopg class."""
+    state = exc.sqlstate
+    return state is None or state.startswith(("08", "57P"))
+
+
 def display_url(url: str) -> str:
     return redact_url(url) if url else "the libpq defaults (PG* environment variables)"
 
@@ -463,6 +471,8 @@ class PsycopgConnector:
             with self._get_sync_pool().connection() as pooled:
                 yield pooled
         except psycopg.OperationalError as exc:
+            if not lost_connection(exc):
+                raise
             raise DatabaseError(describe_connection_error(self.url, exc)) from exc
 
     @contextlib.asynccontextmanager
@@ -477,6 +487,8 @@ class PsycopgConnector:
             async with pool.connection() as pooled:
                 yield pooled
         except psycopg.OperationalError as exc:
+            if not lost_connection(exc):
+                raise
             raise DatabaseError(describe_connection_error(self.url, exc)) from exc
 
     # -- running operations ---------------------------------------------------------------
@@ -508,6 +520,8 @@ class PsycopgConnector:
             finally:
                 await pool.putconn(pooled)
         except psycopg.OperationalError as exc:
+            if not lost_connection(exc):
+                raise
             raise DatabaseError(describe_connection_error(self.url, exc)) from exc
 
     def execute(

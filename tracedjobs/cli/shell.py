@@ -12,6 +12,9 @@ import cmd
 import shlex
 from typing import Any
 
+import psycopg
+
+from tracedjobs.connector import first_line
 from tracedjobs.exceptions import TracedJobsError
 
 STATUS_COUNTS = ("todo", "doing", "succeeded", "failed", "cancelled", "aborted")
@@ -56,6 +59,10 @@ class AdminShell(cmd.Cmd):
         except (TracedJobsError, ValueError, TypeError) as exc:
             self.failed = True
             self._say(f"error: {exc}")
+            return False
+        except psycopg.Error as exc:  # as the CLI says it: one line, the shell goes on
+            self.failed = True
+            self._say(f"database error: {first_line(exc)}")
             return False
 
     def default(self, line: str) -> None:
