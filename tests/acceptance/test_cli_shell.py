@@ -57,6 +57,23 @@ def test_retry_and_cancel_print_the_job(jobs: str) -> None:
     assert shell(jobs, "frobnicate").returncode == 1
 
 
+def test_a_database_error_is_one_line_and_the_session_goes_on(jobs: str) -> None:
+    """E.g. a read-only replica's URL: the server refuses the change; the shell says so in one
+    line and runs the next command (one command on the command line: exit status 1)."""
+    env = user_env(jobs, PGOPTIONS="-c default_transaction_read_only=on")
+    one = subprocess.run([str(SCRIPT), "shell", "cancel", "2"], env=env, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert one.returncode == 1 and one.stdout.startswith("database error: cannot execute ")
+    done = subprocess.run([str(SCRIPT), "shell"], env=env, input="cancel 2\nlist_jobs\n",
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0
+    assert "Traceback" not in one.stdout + one.stderr + done.stdout + done.stderr
+    assert "database error: cannot execute " in done.stdout
+    assert "read-only transaction" in done.stdout
+    assert "#2 app.send on mail - [todo]" in done.stdout  # the next command ran
+    assert scalar(jobs, "SELECT status FROM tracedjobs_jobs WHERE id = 2") == "todo"
+
+
 def test_interactive_session_reads_commands_until_exit(jobs: str) -> None:
     session = shell(jobs, stdin="help\nlist_jobs\nexit\n")
     assert session.returncode == 0, session.stderr
