@@ -79,6 +79,15 @@ def drain(app: tracedjobs.App, concurrency: int) -> CountingStore:
     return anyio.run(main)
 
 
+async def settled(store: CountingStore, worker: Worker) -> None:
+    """Until the worker listens (LISTEN's set-up pokes once more, for jobs deferred before
+    it) and is idle with no exchange in flight: every exchange after that is one a job
+    caused."""
+    with anyio.fail_after(30):
+        while not (store.listening and worker._idle and not worker._exchanges):
+            await anyio.sleep(0.01)
+
+
 def test_a_backlog_is_drained_by_two_exchanges_at_once_and_every_guarantee_holds(
     app: tracedjobs.App, db_url: str
 ) -> None:
@@ -162,11 +171,7 @@ def test_jobs_arriving_one_by_one_cost_one_claim_and_one_result_exchange_each(
         worker = Worker(app, store=store, **{**FAST, "polling_interval": 60.0})
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker.run)
-            # Settled: listening (LISTEN's set-up pokes once more, for jobs deferred before
-            # it), then idle with no exchange in flight.
-            with anyio.fail_after(30):
-                while not (store.listening and worker._idle and not worker._exchanges):
-                    await anyio.sleep(0.01)
+            await settled(store, worker)
             before = len(store.exchanges)
             for n in range(5):
                 job_id = await noop.defer_async(n=n)
@@ -225,9 +230,7 @@ def test_a_job_announced_while_a_result_is_written_starts_beside_it(app: tracedj
         worker = Worker(app, store=store, **{**FAST, "polling_interval": 60.0})
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker.run)
-            with anyio.fail_after(30):
-                while not (store.listening and worker._idle and not worker._exchanges):
-                    await anyio.sleep(0.01)
+            await settled(store, worker)
             await step.defer_async(n=1)
             with anyio.fail_after(30):
                 await held.holding.wait()  # job 1 ended; its result is being handed in
