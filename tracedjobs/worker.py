@@ -409,10 +409,12 @@ class Worker:
         return bool(self._tasks or self._pending or self._exchanges)
 
     def _claim_limit(self) -> int:
-        if self._stopping or (self._idle and self._heard):
+        if self._stopping or (self._idle and self._heard and self.wait):
             # No job is ready, and a notification will say when one is: results are handed
             # in without a claim, and the slots stay free for the claim that notification
-            # starts (beside them, see _may_exchange). Unheard, every exchange claims.
+            # starts (beside them, see _may_exchange). Unheard, every exchange claims; so
+            # does a one-shot worker's, which stops once a claim finds nothing: a job that a
+            # task deferred must be claimed by then, not merely announced.
             return 0
         free = self.concurrency - self._busy - self._reserved
         if self._max_exchanges > 1 and (self._backlog or self._exchanges):
@@ -476,8 +478,8 @@ class Worker:
             loop = asyncio.get_running_loop()
             self._next_at = None if batch.next_in is None else loop.time() + batch.next_in
         elif any(s.frees for s in submitted):
-            # A retry due now, or a job that waited on a released lock: the notification
-            # would say so too, but a one-shot worker may be gone by then.
+            # A retry due now, or a job that waited on a released lock: claim at once
+            # rather than wait for the notification that says so.
             self._poke()
 
     def _spawn(self, row: dict[str, Any]) -> None:

@@ -259,9 +259,8 @@ def test_a_job_announced_while_a_result_is_written_starts_beside_it(app: tracedj
 def test_a_one_shot_worker_runs_retries_and_lock_waiters_that_results_make_ready(
     app: tracedjobs.App, db_url: str
 ) -> None:
-    """Results handed in without a claim can make jobs ready (a retry due at once, a job
-    that waited on the released lock): the worker claims again at once, and a one-shot
-    worker runs them before it exits."""
+    """Results can make jobs ready (a retry due at once, a job that waited on the released
+    lock): a one-shot worker, whose every exchange claims, runs them before it exits."""
     runs: list[tuple[int, int]] = []
 
     @app.task(pass_context=True, retry=tracedjobs.RetryStrategy(max_attempts=2))
