@@ -275,3 +275,60 @@ def test_a_one_shot_worker_runs_retries_and_lock_waiters_that_results_make_ready
     assert runs == [(1, 0), (1, 1), (2, 0)]
     assert scalar(db_url, "SELECT count(*) FROM tracedjobs_jobs WHERE status = 'succeeded'") == 2
     assert store.limits[0] == 2
+
+
+class DeafToJobs(CountingStore):
+    """LISTEN as usual, but the new-job notifications never reach the worker: whatever it
+    claims after its first claim, it claims because it knew to, or when it polls."""
+
+    @contextlib.asynccontextmanager
+    async def listen(self) -> AsyncIterator[Any]:
+        async def aborts_only(notifications: Any) -> AsyncIterator[Any]:
+            async for notify in notifications:
+                if notify.channel != "tracedjobs_jobs":
+                    yield notify
+
+        async with self.inner.listen() as notifications:
+            self.listening = True
+            yield aborts_only(notifications)
+
+
+def test_a_waiting_worker_claims_at_once_what_its_own_results_make_ready(
+    app: tracedjobs.App,
+) -> None:
+    """Idle, a waiting worker hands results in without a claim; one that makes a job ready
+    (a retry due now, a job that waited on the lock it released) is followed by a claim at
+    once, not by the next poll (60 s here) nor only by the notification (dropped here)."""
+    runs: list[tuple[int, int, float]] = []
+
+    @app.task(pass_context=True, retry=tracedjobs.RetryStrategy(max_attempts=2))
+    async def flaky(context: tracedjobs.JobContext, n: int) -> None:
+        runs.append((n, context.job.attempts, time.monotonic()))
+        if n == 1 and context.job.attempts == 0:
+            raise ValueError("first attempt fails")
+
+    async def main() -> DeafToJobs:
+        store = DeafToJobs(PostgresStore(app.connector, name=f"t-{uuid.uuid4().hex[:6]}"))
+        worker = Worker(app, store=store, **{**FAST, "concurrency": 2, "polling_interval": 60.0})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await settled(store, worker)
+            store.exchanges = []
+            await flaky.configure(lock="k").defer_async(n=1)
+            await flaky.configure(lock="k").defer_async(n=2)
+            worker._poke()  # what the (dropped) notification would have done
+            with anyio.move_on_after(10):
+                while len(runs) < 3 or worker._exchanges:
+                    await anyio.sleep(0.01)
+            worker.stop()
+        await app.connector.close_async()
+        return store
+
+    store = anyio.run(main)
+    assert [(n, attempts) for n, attempts, _ in runs] == [(1, 0), (1, 1), (2, 0)]
+    assert runs[-1][2] - runs[0][2] < 5  # not a 60 s poll
+    # The first claim took job 1 alone (2 waited on its lock): fewer than asked, so idle.
+    # Each result was handed in alone and followed by a claim of its own (job 2's, which
+    # released the lock too, by an empty one unless the worker was stopping by then).
+    assert store.exchanges[:6] == [(0, 2, 1), (1, 0, 0)] * 3
+    assert store.exchanges[6:] in ([], [(0, 2, 0)])
