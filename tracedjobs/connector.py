@@ -96,6 +96,24 @@ def lost_connection(exc: psycopg.OperationalError) -> bool:
     return state is None or state.startswith(("08", "57P"))
 
 
+class _LostConnections:
+    """``with``: an OperationalError that lost the connection or never got one (see
+    :func:`lost_connection`) becomes a DatabaseError that says where; any other error passes
+    as it is. A plain class, not a generator: it wraps every defer."""
+
+    __slots__ = ("_connector",)
+
+    def __init__(self, connector: PsycopgConnector) -> None:
+        self._connector = connector
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, psycopg.OperationalError) and lost_connection(exc):
+            raise DatabaseError(describe_connection_error(self._connector.url, exc)) from exc
+
+
 def display_url(url: str) -> str:
     return redact_url(url) if url else "the libpq defaults (PG* environment variables)"
 
@@ -160,6 +178,7 @@ class PsycopgConnector:
         self._async_pool_external = False
         self._async_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        self._lost_connections = _LostConnections(self)
 
     @classmethod
     def for_app(cls, database_url: str | None) -> PsycopgConnector:
@@ -467,13 +486,8 @@ class PsycopgConnector:
         if conn is not None:
             yield conn
             return
-        try:
-            with self._get_sync_pool().connection() as pooled:
-                yield pooled
-        except psycopg.OperationalError as exc:
-            if not lost_connection(exc):
-                raise
-            raise DatabaseError(describe_connection_error(self.url, exc)) from exc
+        with self._lost_connections, self._get_sync_pool().connection() as pooled:
+            yield pooled
 
     @contextlib.asynccontextmanager
     async def connection_async(
@@ -482,14 +496,10 @@ class PsycopgConnector:
         if conn is not None:
             yield conn
             return
-        try:
+        with self._lost_connections:
             pool = await self._get_async_pool()
             async with pool.connection() as pooled:
                 yield pooled
-        except psycopg.OperationalError as exc:
-            if not lost_connection(exc):
-                raise
-            raise DatabaseError(describe_connection_error(self.url, exc)) from exc
 
     # -- running operations ---------------------------------------------------------------
 
@@ -509,7 +519,7 @@ class PsycopgConnector:
         # every defer's path. putconn() rolls back a connection left in a transaction and
         # replaces a broken one.
         pool = await self._get_async_pool()
-        try:
+        with self._lost_connections:
             pooled = await pool.getconn()
             try:
                 if pooled.autocommit:  # ours always are: nothing to commit at the end
@@ -519,10 +529,6 @@ class PsycopgConnector:
                     return await _run_on_async(operation, pooled, transaction)
             finally:
                 await pool.putconn(pooled)
-        except psycopg.OperationalError as exc:
-            if not lost_connection(exc):
-                raise
-            raise DatabaseError(describe_connection_error(self.url, exc)) from exc
 
     def execute(
         self, sql: SQL, params: dict[str, Any] | None = None, *, conn: Any = None
