@@ -534,7 +534,7 @@ class _Rebuilder:
 
         self.Event, self.Link = Event, Link
         self.SpanContext, self.TraceFlags, self.TraceState = SpanContext, TraceFlags, TraceState
-        self.SpanKind, self.Status, self.StatusCode = SpanKind, Status, StatusCode
+        self.Status, self.StatusCode = Status, StatusCode
         self.kinds = {kind.value: kind for kind in SpanKind}
         # Statuses without a description, made once (they are immutable).
         self.statuses = {code.value: Status(code) for code in StatusCode}
