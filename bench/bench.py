@@ -52,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -505,6 +506,17 @@ async def m_lifecycle(base: str, n: int) -> dict[str, Any]:
     return {"defer": defer, "drain": drain, "n": n}
 
 
+async def paced(rate: float, n: int) -> AsyncIterator[int]:
+    """0 … n-1, the i-th yielded ``i / rate`` seconds after the first (never early; a late
+    one is not made up by bunching)."""
+    t0 = time.perf_counter()
+    for i in range(n):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield i
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     k = min(len(xs) - 1, max(0, round(p / 100 * (len(xs) - 1))))
@@ -537,10 +549,7 @@ async def m_latency(base: str, rate: float, secs: float) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)  # LISTEN is set up right after registration
         t0 = time.perf_counter()
-        for i in range(expected):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        async for i in paced(rate, expected):
             await lat.defer_async(ts=time.time(), i=i)
         producer_rate = expected / (time.perf_counter() - t0)
         await app.connector.close_async()

@@ -56,11 +56,7 @@ async def run(base: str, rate: float, secs: float) -> dict[str, list[float]]:
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)
         n = int(rate * secs)
-        t0 = time.perf_counter()
-        for i in range(n):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        async for i in bench.paced(rate, n):
             ts = time.time()
             await lat.defer_async(ts=ts, i=i)
             sent[i] = (ts, time.time())
