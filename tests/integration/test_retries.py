@@ -260,3 +260,43 @@ def test_last_attempt_check_is_true_on_the_last_attempt_only(app: tracedjobs.App
     (job,) = finish(app, my_task.defer())
     assert last == [False] * 10 + [True]
     assert job.attempts == 11 and job.status == tracedjobs.Status.FAILED
+
+
+def test_a_retry_blocked_by_a_waiting_job_with_its_queueing_lock_fails(
+    app: tracedjobs.App,
+) -> None:
+    """At most one waiting job per queueing lock: a retry would make a second one, so the
+    attempt ends failed, says why, and the job deferred meanwhile runs. A retry with the lock
+    free, and a failing job without a queueing lock, retry as usual."""
+    ran: list[str] = []
+
+    @app.task(retry=1, queueing_lock="digest", pass_context=True)
+    def digest(context: tracedjobs.JobContext, label: str) -> None:
+        ran.append(label)
+        if label == "first" and context.job.attempts == 0:
+            digest.defer(label="second")  # allowed: "first" is running, not waiting
+            raise RuntimeError("first attempt fails")
+
+    @app.task(retry=1, queueing_lock="alone", pass_context=True)
+    def alone(context: tracedjobs.JobContext) -> None:
+        if context.job.attempts == 0:
+            raise RuntimeError("retried: no other job holds its queueing lock")
+
+    @app.task(retry=1, pass_context=True)
+    def plain(context: tracedjobs.JobContext) -> None:
+        if context.job.attempts == 0:
+            raise RuntimeError("retried")
+
+    first, lone, other = digest.defer(label="first"), alone.defer(), plain.defer()
+    job, lone_job, other_job = finish(app, first, lone, other)
+    assert job.status == tracedjobs.Status.FAILED
+    assert outcomes(job) == ["failed"]
+    assert job.events[-1].type == "failed"
+    assert job.events[-1].detail is not None
+    assert job.events[-1].detail["reason"] == "queueing lock taken by a waiting job"
+    (second,) = [j for j in app.job_manager.list_jobs(queueing_lock="digest") if j.id != first]
+    finish(app, second.id)
+    assert ran == ["first", "second"]
+    for retried in (lone_job, other_job):
+        assert retried.status == tracedjobs.Status.SUCCEEDED
+        assert outcomes(retried) == ["retried", "succeeded"]
