@@ -4,9 +4,10 @@
 
 Each DIR holds ``tracedjobs.jsonl`` (bench.py --json-out; records carry ``telemetry``), the
 peers' ``procrastinate.jsonl`` / ``pgqueuer.jsonl`` (../shared/bench/peers/bench_*.py),
-optionally ``pgbench.jsonl`` and ``otel_floor.txt``. Prints markdown: medians over the runs
-in DIR, ratios ours / peer (throughput: > 1 means we are faster; latency: < 1 means we are
-faster), then our scaling, per-job database work and the telemetry cost per job.
+optionally ``pgbench.jsonl``, ``floor.jsonl`` (bench/latency_floor.py) and
+``otel_floor.txt``. Prints markdown: medians over the runs in DIR, ratios ours / peer
+(throughput: > 1 means we are faster; latency: < 1 means we are faster), then our scaling,
+per-job database work, the bare queue's latency and the telemetry cost per job.
 """
 
 from __future__ import annotations
@@ -143,6 +144,19 @@ def table(d: Path) -> str:
             add(f"{phase} (1-by-1 / c=10): {label} per job", num(med(rows, key), 2))
     for r in load(d / "pgbench.jsonl"):
         add(f"raw SQL job lifecycle (pgbench, {r['mode']}) jobs/s", num(r["jobs_per_s"]))
+    floor_rows = load(d / "floor.jsonl")
+    if floor_rows:
+        ps = [med(floor_rows, f"p{p}_ms") for p in (50, 95, 99)]
+        add(
+            "defer→start p50 / p95 / p99 ms @100/s, bare raw-SQL queue (latency_floor.py)",
+            " / ".join(num(p, 1) for p in ps),
+        )
+        for label, rows in (("off", off), ("ON", on)):
+            mine = [med(rows.get("latency", []), f"p{p}_ms") for p in (50, 95, 99)]
+            add(
+                f"defer→start p50 / p95 / p99, tracedjobs {label} / bare raw-SQL queue",
+                " / ".join(ratio(m, p) for m, p in zip(mine, ps, strict=True)),
+            )
 
     # Telemetry cost per job: 1/drain_on − 1/drain_off, against the bare SDK's own cost.
     lines.append("")

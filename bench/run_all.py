@@ -10,7 +10,8 @@
    ``bench/results/venv-peers`` (git-ignored; once) and runs their scripts from
    ``../shared/bench/peers`` (``--peers-dir`` or $BENCH_PEERS_DIR to point elsewhere).
 3. Runs ``bench/bench.py`` with telemetry off, then on (OTLP/HTTP to a counting receiver),
-   and the raw-SQL job lifecycle of ``../shared/bench/peers/pgbench`` with pgbench.
+   ``bench/latency_floor.py`` (a bare raw-SQL queue's defer→start: the machine's floor) and
+   the raw-SQL job lifecycle of ``../shared/bench/peers/pgbench`` with pgbench.
 4. Repeats 1 per round, peers and tracedjobs in alternating order (``--rounds``), then prints
    ``bench/compare.py``'s table (medians over rounds, ratios ours / peer) and writes it to
    the run's directory ``bench/results/run-<time>/table.md`` with every raw JSON line.
@@ -243,6 +244,18 @@ def run_pgbench(peers: Path, url_env: dict[str, str], secs: int, out: Path) -> N
 # -- tracedjobs --------------------------------------------------------------------------------
 
 
+def run_floor(args: argparse.Namespace, url: str, out: Path) -> None:
+    """bench/latency_floor.py: a bare raw-SQL queue's defer→start, the machine's own floor."""
+    log("latency_floor.py")
+    cmd = [sys.executable, str(HERE / "latency_floor.py"), "--database-url", url]
+    cmd += ["--secs", str(args.lat_secs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        log(f"latency_floor.py failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
+    with open(out, "a") as f:
+        f.write(proc.stdout)
+
+
 def run_ours(
     args: argparse.Namespace, url: str, out: Path, telemetry: bool, client_export: str = "thread"
 ) -> None:
@@ -348,6 +361,7 @@ def main() -> int:
                     ),
                 ]
             ours = [
+                lambda: run_floor(args, url, out / "floor.jsonl"),
                 lambda: run_ours(args, url, out / "tracedjobs.jsonl", telemetry=False),
                 lambda: run_ours(args, url, out / "tracedjobs.jsonl", telemetry=True),
                 lambda: run_ours(
