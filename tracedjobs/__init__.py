@@ -6,7 +6,7 @@ from tracedjobs import exceptions, utils
 from tracedjobs.app import App
 from tracedjobs.blueprints import Blueprint
 from tracedjobs.connector import PsycopgConnector
-from tracedjobs.context import JobContext
+from tracedjobs.context import AbortReason, JobContext
 from tracedjobs.exceptions import (
     AlreadyEnqueued,
     DeferJob,
@@ -23,6 +23,7 @@ from tracedjobs.tasks import Task
 SyncPsycopgConnector = PsycopgConnector
 
 __all__ = [
+    "AbortReason",
     "AlreadyEnqueued",
     "App",
     "Attempt",

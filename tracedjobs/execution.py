@@ -20,12 +20,21 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tracedjobs import middleware
+from tracedjobs.context import AbortReason
 from tracedjobs.exceptions import JobAborted
 
 if TYPE_CHECKING:
     from tracedjobs.context import JobContext
     from tracedjobs.jobs import Job
     from tracedjobs.tasks import Task
+
+
+# Execution.aborted_by -> what JobContext.abort_reason() says.
+_REASONS = {
+    "request": AbortReason.USER_REQUEST,
+    "shutdown": AbortReason.SHUTDOWN,
+    "timeout": AbortReason.TIMEOUT,
+}
 
 
 @dataclasses.dataclass
@@ -102,7 +111,7 @@ class Execution:
         cancelled. A sync task must notice by itself (see :meth:`abandon`)."""
         if self.aborted_by is None:
             self.aborted_by = reason
-        self.context._aborted = True
+        self.context._abort_reason = _REASONS[self.aborted_by]
         if self.task.is_async:
             self._expire()
 
@@ -154,7 +163,7 @@ class Execution:
             if self.aborted_by is None:
                 self.aborted_by = "timeout"
             # At the deadline the abort flag turns on, for a sync task to notice.
-            self.context._aborted = True
+            self.context._abort_reason = _REASONS[self.aborted_by]
             return Ended(self._interruption(), duration, thread_abandoned=not self.thread_done)
         return Ended(outcome, duration)
 

@@ -180,6 +180,16 @@ def test_listen_notify_off_and_worker_defaults(db_url: str) -> None:
         app.close()
 
 
+def test_job_context_module_names_as_in_procrastinate() -> None:
+    """``from procrastinate.job_context import AbortReason, JobContext``, renamed."""
+    from tracedjobs.job_context import AbortReason, JobContext
+
+    assert JobContext is procrastinate.JobContext
+    assert AbortReason is procrastinate.AbortReason
+    assert AbortReason.USER_REQUEST.value == "user_request"
+    assert AbortReason.SHUTDOWN.value == "shutdown"
+
+
 def test_context_job_task_and_retry_introspection(app: procrastinate.App) -> None:
     """howto/advanced/context, howto/advanced/retry ("Knowing whether a job is on its last
     attempt")."""
@@ -191,6 +201,7 @@ def test_context_job_task_and_retry_introspection(app: procrastinate.App) -> Non
         task = job_context.task
         last.append(task.retry.get_retry_decision(exception=Exception(), job=job) is None)
         assert job_context.app is app and job_context.worker_name
+        assert job_context.abort_reason() is None  # nobody asked this job to stop
         raise Exception("again")
 
     job_id = my_task.defer()

@@ -88,17 +88,21 @@ def test_abort_cancels_a_running_async_task(app: tracedjobs.App) -> None:
 
 def test_abort_is_seen_by_a_sync_task_that_raises_job_aborted(app: tracedjobs.App) -> None:
     started = threading.Event()
+    reasons: list[tracedjobs.AbortReason | None] = []
 
     @app.task(pass_context=True, retry=5)
     def cooperative(context: tracedjobs.JobContext) -> None:
+        reasons.append(context.abort_reason())
         started.set()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if context.should_abort():
+                reasons.append(context.abort_reason())
                 raise tracedjobs.JobAborted("stopping as asked")
             time.sleep(0.02)
 
     job = run_and_abort(app, cooperative, started=started)
+    assert reasons == [None, tracedjobs.AbortReason.USER_REQUEST]
     assert job.status == tracedjobs.Status.ABORTED
     assert outcomes(job) == ["aborted"]
     assert job.attempt_records[0].error_message == "stopping as asked"

@@ -54,6 +54,7 @@ def test_sync_task_timeout_fails_the_attempt_and_keeps_its_slot_until_the_thread
 ) -> None:
     release = threading.Event()
     saw_abort: list[bool] = []
+    reasons: list[tracedjobs.AbortReason | None] = []
     order: list[str] = []
 
     @app.task(timeout=0.3, retry=1, pass_context=True)
@@ -64,6 +65,7 @@ def test_sync_task_timeout_fails_the_attempt_and_keeps_its_slot_until_the_thread
             while not context.should_abort() and time.monotonic() < deadline:
                 time.sleep(0.01)
             saw_abort.append(context.should_abort())
+            reasons.append(context.abort_reason())
             release.wait(30)  # ...but this one ignores it: its thread cannot be interrupted
             order.append("abandoned thread returned")
         else:
@@ -89,6 +91,7 @@ def test_sync_task_timeout_fails_the_attempt_and_keeps_its_slot_until_the_thread
 
     job = anyio.run(main)
     assert saw_abort == [True]
+    assert reasons == [tracedjobs.AbortReason.TIMEOUT]
     assert order == ["abandoned thread returned", "second attempt"]
     assert job.status == tracedjobs.Status.SUCCEEDED
     assert outcomes(job) == ["retried", "succeeded"]

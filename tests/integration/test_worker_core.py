@@ -67,11 +67,16 @@ def test_cancelling_run_worker_async_aborts_running_jobs_after_the_graceful_time
     """As in Procrastinate: the cancelled worker stops fetching, lets running jobs run for
     shutdown_graceful_timeout, then aborts and records them before the cancellation ends."""
     started = anyio.Event()
+    reasons: list[tracedjobs.AbortReason | None] = []
 
-    @app.task
-    async def forever() -> None:
+    @app.task(pass_context=True)
+    async def forever(context: tracedjobs.JobContext) -> None:
+        reasons.append(context.abort_reason())
         started.set()
-        await anyio.sleep(3600)
+        try:
+            await anyio.sleep(3600)
+        finally:
+            reasons.append(context.abort_reason())
 
     async def main() -> int:
         job_id = await forever.defer_async()
@@ -89,6 +94,7 @@ def test_cancelling_run_worker_async_aborts_running_jobs_after_the_graceful_time
     assert job.status == tracedjobs.Status.ABORTED
     assert outcomes(job) == ["aborted"]
     assert "shutting down" in (job.attempt_records[0].error_message or "")
+    assert reasons == [None, tracedjobs.AbortReason.SHUTDOWN]  # Procrastinate's abort_reason()
     assert app.job_manager.list_workers() == []  # unregistered
 
 
