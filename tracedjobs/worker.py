@@ -454,20 +454,23 @@ class Worker:
         self, submitted: list[_Submitted], claim: int, health: supervisor.Health
     ) -> None:
         pokes = self._pokes
+        failure: Exception | None = None
         try:
             batch = await self._exchange(submitted, claim)
         except Exception as exc:
-            self._pending = [s for s in submitted if not s.done.done()] + self._pending
+            failure = exc
+        finally:
+            # The slots this exchange was to claim for are free again, claimed or not.
             self._reserved -= claim
             self._claiming -= claim > 0
+        if failure is not None:
+            self._pending = [s for s in submitted if not s.done.done()] + self._pending
             self._failing = True
             try:
-                await asyncio.sleep(health.failed(exc))
+                await asyncio.sleep(health.failed(failure))
             finally:
                 self._failing = False
             return
-        self._reserved -= claim
-        self._claiming -= claim > 0
         health.ok()
         for row in batch.claimed:
             self._spawn(row)
