@@ -19,6 +19,9 @@ postgresql://root@127.0.0.1:5432/test); each measurement drops and recreates the
 - latency: a worker process (default concurrency 1, LISTEN/NOTIFY) runs already; the client
   defers one job at a time at a steady rate; latency = time.time() at task start − the
   time.time() passed in the job's args.
+- latency_c10: the same with the worker at concurrency 10 (PgQueuer's default worker claims
+  up to 10 jobs at a time and runs them at once): after a stall, the jobs that queued up
+  start together instead of one after the other.
 - drain c=BEST: our best configuration (``--best-concurrency``, default 300).
 - drain_procs2/4: 2 or 4 worker processes (c=10 each) on the same backlog.
 - scale_10k/100k/1m: the drain rate (c=10) over the first ``--scale-sample`` jobs of a
@@ -523,14 +526,14 @@ def pct(xs: list[float], p: float) -> float:
     return xs[k]
 
 
-async def m_latency(base: str, rate: float, secs: float) -> dict[str, Any]:
+async def m_latency(base: str, rate: float, secs: float, concurrency: int = 1) -> dict[str, Any]:
     url = fresh_db(base)
     expected = int(rate * secs)
     with tempfile.NamedTemporaryFile("w", suffix=".lat", delete=False) as f:
         lat_file = f.name
     env = worker_env(url, extra={"BENCH_LAT_FILE": lat_file})
     proc = subprocess.Popen(
-        worker_cmd(),
+        worker_cmd("-c", str(concurrency)),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -616,17 +619,18 @@ def table(res: dict[str, list[dict[str, Any]]], n: int, runs: int, telemetry: bo
         rows.append(
             (f"drain c=10 from a backlog of {mode[6:]}", "jobs/s", fmt(col(mode, "jobs_per_s")))
         )
-    lat = res.get("latency", [])
-    if lat:
-        started = min(r["n"] for r in lat)
-        rate = fmt(col("latency", "producer_rate"), 1)
-        rows.append((f"latency p50 (started {started}/{lat[0]['expected']}, {rate}/s)", "ms",
-                     fmt(col("latency", "p50_ms"), 1)))  # fmt: skip
-        rows += [
-            ("latency p95", "ms", fmt(col("latency", "p95_ms"), 1)),
-            ("latency p99", "ms", fmt(col("latency", "p99_ms"), 1)),
-            ("latency max", "ms", fmt(col("latency", "max_ms"), 1)),
-        ]
+    for mode, c in (("latency", 1), ("latency_c10", 10)):
+        lat = res.get(mode, [])
+        if lat:
+            started = min(r["n"] for r in lat)
+            rate = fmt(col(mode, "producer_rate"), 1)
+            rows.append((f"latency c={c} p50 (started {started}/{lat[0]['expected']}, {rate}/s)",
+                         "ms", fmt(col(mode, "p50_ms"), 1)))  # fmt: skip
+            rows += [
+                (f"latency c={c} p95", "ms", fmt(col(mode, "p95_ms"), 1)),
+                (f"latency c={c} p99", "ms", fmt(col(mode, "p99_ms"), 1)),
+                (f"latency c={c} max", "ms", fmt(col(mode, "max_ms"), 1)),
+            ]
     for phase in ("defer", "drain"):
         for key, unit in (("statements_per_job", "stmts"), ("commits_per_job", "commits"),
                           ("wal_bytes_per_job", "bytes")):  # fmt: skip
@@ -647,7 +651,7 @@ def table(res: dict[str, list[dict[str, Any]]], n: int, runs: int, telemetry: bo
 
 MODES = [
     "defer1", "bulk", "drain_c1", "drain_c10", "drain_best", "drain_procs2", "drain_procs4",
-    "drain_c10_otel", "latency", "scale_10k", "scale_100k", "scale_1m", "lifecycle",
+    "drain_c10_otel", "latency", "latency_c10", "scale_10k", "scale_100k", "scale_1m", "lifecycle",
 ]  # fmt: skip
 DEFAULT_MODES = [m for m in MODES if m not in ("scale_1m",)]
 SCALES = {"scale_10k": 10_000, "scale_100k": 100_000, "scale_1m": 1_000_000}
@@ -709,6 +713,7 @@ def main() -> int:
         "drain_procs4": lambda: m_drain(a.database_url, a.n, 10, procs=4),
         "drain_c10_otel": lambda: m_drain(a.database_url, a.n, 10, telemetry=True),
         "latency": lambda: m_latency(a.database_url, a.lat_rate, a.lat_secs),
+        "latency_c10": lambda: m_latency(a.database_url, a.lat_rate, a.lat_secs, 10),
         "lifecycle": lambda: m_lifecycle(a.database_url, a.n),
         **{
             mode: (lambda backlog=backlog: m_scale(a.database_url, backlog, a.scale_sample))

@@ -279,7 +279,7 @@ def run_ours(
         # The producer set up with tracedjobs' export child (its send spans on the direct path).
         cmd += ["--telemetry", "--client-export", "process", "--only", "defer1,bulk"]
     elif telemetry:
-        cmd += ["--telemetry", "--only", "defer1,bulk,drain_c10,drain_best,latency"]
+        cmd += ["--telemetry", "--only", "defer1,bulk,drain_c10,drain_best,latency,latency_c10"]
     else:
         modes = [
             "defer1",
@@ -291,6 +291,7 @@ def run_ours(
             "drain_procs2",
             "drain_procs4",
             "latency",
+            "latency_c10",
             "lifecycle",
             *args.scales,
         ]
