@@ -210,17 +210,12 @@ class PostgresStore:
         transaction of its own, at a third of the pipeline's cost to this process.
         A refused statement rolls everything back and raises."""
         delete = bool(finished and delete_statuses)
+        several = bool(finished) + delete + (limit > 0) > 1
         async with self.pool.connection() as conn:
-            if bool(finished) + delete + (limit > 0) == 1:
-                if finished:
-                    done = await conn.execute(sql.query("finish_jobs"), finish_params(finished))
-                    return Batch({row[0] for row in await done.fetchall()}, [], None, False)
-                claim = conn.cursor(row_factory=dict_row)
-                await claim.execute(sql.query("claim_jobs"), _claim_params(worker, limit))
-                return _claimed(set(), await claim.fetchall())
             try:
-                async with conn.pipeline():
-                    await conn.execute("BEGIN")
+                async with conn.pipeline() if several else contextlib.nullcontext():
+                    if several:
+                        await conn.execute("BEGIN")
                     if finished:
                         done = await conn.execute(sql.query("finish_jobs"), finish_params(finished))
                         if delete:
@@ -234,13 +229,15 @@ class PostgresStore:
                     if limit > 0:
                         claim = conn.cursor(row_factory=dict_row)
                         await claim.execute(sql.query("claim_jobs"), _claim_params(worker, limit))
-                    await conn.execute("COMMIT")
+                    if several:
+                        await conn.execute("COMMIT")
                 recorded = {row[0] for row in await done.fetchall()} if finished else set()
                 if limit > 0:
                     return _claimed(recorded, await claim.fetchall())
                 return Batch(recorded, [], None, False)
             except BaseException:
-                await _rollback(conn)
+                if several:  # a lone statement was a transaction of its own
+                    await _rollback(conn)
                 raise
 
     async def fail_unrecordable(self, result: AttemptResult, message: str) -> bool:
