@@ -29,14 +29,6 @@ if TYPE_CHECKING:
     from tracedjobs.tasks import Task
 
 
-# Execution.aborted_by -> what JobContext.abort_reason() says.
-_REASONS = {
-    "request": AbortReason.USER_REQUEST,
-    "shutdown": AbortReason.SHUTDOWN,
-    "timeout": AbortReason.TIMEOUT,
-}
-
-
 @dataclasses.dataclass
 class Ended:
     """How a task function ended."""
@@ -101,17 +93,20 @@ class Execution:
         self._worker_middleware = worker_middleware
         self._worker = worker
         self._deadline: asyncio.Timeout | None = None
-        self.aborted_by: str | None = None  # "request", "shutdown" or "timeout"
         # Set once the thread of a sync task has returned (it may outlive the attempt).
         self.thread_done = task.is_async
         self.on_thread_done: Callable[[], None] = lambda: None
 
-    def abort(self, reason: str) -> None:
+    @property
+    def aborted_by(self) -> AbortReason | None:
+        """Why the job was asked to stop (the first reason wins), as its context says."""
+        return self.context._abort_reason
+
+    def abort(self, reason: AbortReason) -> None:
         """Ask the job to stop: ``should_abort()`` turns true and an async task is
         cancelled. A sync task must notice by itself (see :meth:`abandon`)."""
-        if self.aborted_by is None:
-            self.aborted_by = reason
-        self.context._abort_reason = _REASONS[self.aborted_by]
+        if self.context._abort_reason is None:
+            self.context._abort_reason = reason
         if self.task.is_async:
             self._expire()
 
@@ -160,16 +155,15 @@ class Execution:
             outcome = exc
         duration = time.perf_counter() - started
         if interrupted:
-            if self.aborted_by is None:
-                self.aborted_by = "timeout"
             # At the deadline the abort flag turns on, for a sync task to notice.
-            self.context._abort_reason = _REASONS[self.aborted_by]
+            if self.context._abort_reason is None:
+                self.context._abort_reason = AbortReason.TIMEOUT
             return Ended(self._interruption(), duration, thread_abandoned=not self.thread_done)
         return Ended(outcome, duration)
 
     def _interruption(self) -> BaseException:
         job, task = self.job, self.task
-        if self.aborted_by == "timeout":
+        if self.aborted_by is AbortReason.TIMEOUT:
             note = (
                 ""
                 if task.is_async
@@ -179,7 +173,7 @@ class Execution:
             return TimeoutError(
                 f"job {job.id} ran longer than its timeout of {task.timeout} s{note}"
             )
-        if self.aborted_by == "shutdown":
+        if self.aborted_by is AbortReason.SHUTDOWN:
             return JobAborted(f"job {job.id} was aborted: the worker is shutting down")
         return JobAborted(f"job {job.id} was aborted")
 

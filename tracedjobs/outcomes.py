@@ -14,6 +14,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from tracedjobs import retry, telemetry
+from tracedjobs.context import AbortReason
 from tracedjobs.exceptions import DeferJob, JobAborted, TaskNotFound
 from tracedjobs.jobs import AttemptResult, Job, Outcome, Status
 
@@ -54,7 +55,7 @@ def attempt_result(
     task: Task[Any, Any] | None,
     ended: Ended,
     *,
-    aborted_by: str | None,
+    aborted_by: AbortReason | None,
     trace_id: str | None,
     span_id: str | None,
 ) -> AttemptResult:
@@ -85,11 +86,11 @@ def attempt_result(
         error_message=safe_str(exception)[:MAX_ERROR_MESSAGE],
         traceback=safe_traceback(exception),
     )
-    if isinstance(exception, JobAborted) and aborted_by in ("request", None):
+    if isinstance(exception, JobAborted) and aborted_by in (AbortReason.USER_REQUEST, None):
         return AttemptResult(
             status=Status.ABORTED, outcome=Outcome.ABORTED, event="aborted", **base
         )
-    if aborted_by == "request":
+    if aborted_by is AbortReason.USER_REQUEST:
         # Asked to abort, it ended with another error: failed, and not retried — as in
         # Procrastinate: nobody wants a job they aborted to come back.
         return AttemptResult(status=Status.FAILED, outcome=Outcome.FAILED, event="failed", **base)
@@ -99,7 +100,7 @@ def attempt_result(
             :MAX_ERROR_MESSAGE
         ]
     if decision is None:
-        if aborted_by == "shutdown":
+        if aborted_by is AbortReason.SHUTDOWN:
             return AttemptResult(
                 status=Status.ABORTED, outcome=Outcome.ABORTED, event="aborted", **base
             )
@@ -107,7 +108,7 @@ def attempt_result(
     return AttemptResult(
         status=Status.TODO,
         # A job aborted at shutdown and retried (as Procrastinate does) keeps "aborted".
-        outcome=Outcome.ABORTED if aborted_by == "shutdown" else Outcome.RETRIED,
+        outcome=Outcome.ABORTED if aborted_by is AbortReason.SHUTDOWN else Outcome.RETRIED,
         event="deferred_for_retry",
         retry_in=decision.delay_seconds,
         retry_at=decision.retry_at,

@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 
 from tracedjobs import gauges, middleware, outcomes, periodic, supervisor, telemetry
 from tracedjobs.connector import first_line
-from tracedjobs.context import JobContext
+from tracedjobs.context import AbortReason, JobContext
 from tracedjobs.exceptions import TaskNotFound
 from tracedjobs.execution import Ended, Execution, TaskThreads
 from tracedjobs.heartbeat import Heartbeat, rescue
@@ -712,16 +712,18 @@ class Worker:
 
     # -- aborts ------------------------------------------------------------------------
 
-    def _abort(self, job_id: int, reason: str = "request") -> None:
+    def _abort(self, job_id: int) -> None:
         execution = self._running.get(job_id)
         if execution is None or execution.aborted_by is not None:
             return
         logger.info(
             "job %s: abort requested",
             job_id,
-            extra=outcomes.log_extra("abort_job", execution.job, self.log_context, reason=reason),
+            extra=outcomes.log_extra(
+                "abort_job", execution.job, self.log_context, reason="request"
+            ),
         )
-        execution.abort(reason)
+        execution.abort(AbortReason.USER_REQUEST)
 
     async def _poll_aborts(self) -> None:
         """A fallback for missed abort notifications."""
@@ -742,7 +744,7 @@ class Worker:
             extra={"action": "stop_worker", "worker": self.log_context},
         )
         for execution in list(self._running.values()):
-            execution.abort("shutdown")
+            execution.abort(AbortReason.SHUTDOWN)
         await anyio.sleep(SYNC_ABORT_GRACE)
         for execution in list(self._running.values()):
             execution.abandon()
