@@ -33,7 +33,8 @@ postgresql://root@127.0.0.1:5432/test); each measurement drops and recreates the
 - ``--telemetry``: the whole run with the SDK fully on, in this process (defer) and in the
   workers (OTLP/HTTP to a counting receiver process, default export settings: spans every
   5 s or 512, metrics every 60 s and at exit); ``drain_c10_otel`` does the same for one
-  drain inside an otherwise telemetry-off run. A defer measurement stops its clock after
+  drain inside an otherwise telemetry-off run; ``drain_c10_5ms`` and ``drain_c10_5ms_otel``
+  are that pair with 5 ms jobs (each awaits ``asyncio.sleep(0.005)``, whatever --job-ms). A defer measurement stops its clock after
   ``force_flush`` (its spans exported, by the export child too), and each measurement
   starts once this process's export child and receiver are idle again.
 
@@ -361,7 +362,12 @@ async def m_bulk(base: str, n: int) -> dict[str, Any]:
 
 
 async def m_drain(
-    base: str, n: int, concurrency: int, telemetry: bool = False, procs: int = 1
+    base: str,
+    n: int,
+    concurrency: int,
+    telemetry: bool = False,
+    procs: int = 1,
+    job_ms: float | None = None,
 ) -> dict[str, Any]:
     url = fresh_db(base)
     await enqueue(url, n)
@@ -371,7 +377,12 @@ async def m_drain(
     workers = [
         subprocess.Popen(
             worker_cmd("--one-shot", "-c", str(concurrency)),
-            env=worker_env(url, receiver.url if receiver else None, k=k + 1),
+            env=worker_env(
+                url,
+                receiver.url if receiver else None,
+                extra=None if job_ms is None else {"BENCH_JOB_MS": str(job_ms)},
+                k=k + 1,
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -403,6 +414,7 @@ async def m_drain(
         # Includes start-up (imports, ~0.2–0.4 s per process): compare at equal N.
         "worker_cpu_us_per_job": worker_cpu / n * 1e6,
         "export_child_cpu_us_per_job": child_cpu / n * 1e6,
+        "job_ms": JOB_MS if job_ms is None else job_ms,
     }
     if receiver is not None:
         out["otlp_posts"] = receiver.stop()
@@ -614,6 +626,10 @@ def table(res: dict[str, list[dict[str, Any]]], n: int, runs: int, telemetry: bo
          fmt(col("drain_c10", "conns_per_worker"))),
         ("drain c=10 telemetry ON (in a telemetry-off run)", "jobs/s",
          fmt(col("drain_c10_otel", "jobs_per_s"))),
+        ("drain c=10, 5 ms jobs, telemetry off", "jobs/s",
+         fmt(col("drain_c10_5ms", "jobs_per_s"))),
+        ("drain c=10, 5 ms jobs, telemetry ON (in a telemetry-off run)", "jobs/s",
+         fmt(col("drain_c10_5ms_otel", "jobs_per_s"))),
     ]  # fmt: skip
     for mode in sorted(m for m in res if m.startswith("scale_")):
         rows.append(
@@ -651,7 +667,8 @@ def table(res: dict[str, list[dict[str, Any]]], n: int, runs: int, telemetry: bo
 
 MODES = [
     "defer1", "bulk", "drain_c1", "drain_c10", "drain_best", "drain_procs2", "drain_procs4",
-    "drain_c10_otel", "latency", "latency_c10", "scale_10k", "scale_100k", "scale_1m", "lifecycle",
+    "drain_c10_otel", "drain_c10_5ms", "drain_c10_5ms_otel", "latency", "latency_c10",
+    "scale_10k", "scale_100k", "scale_1m", "lifecycle",
 ]  # fmt: skip
 DEFAULT_MODES = [m for m in MODES if m not in ("scale_1m",)]
 SCALES = {"scale_10k": 10_000, "scale_100k": 100_000, "scale_1m": 1_000_000}
@@ -712,6 +729,8 @@ def main() -> int:
         "drain_procs2": lambda: m_drain(a.database_url, a.n, 10, procs=2),
         "drain_procs4": lambda: m_drain(a.database_url, a.n, 10, procs=4),
         "drain_c10_otel": lambda: m_drain(a.database_url, a.n, 10, telemetry=True),
+        "drain_c10_5ms": lambda: m_drain(a.database_url, a.n, 10, job_ms=5),
+        "drain_c10_5ms_otel": lambda: m_drain(a.database_url, a.n, 10, telemetry=True, job_ms=5),
         "latency": lambda: m_latency(a.database_url, a.lat_rate, a.lat_secs),
         "latency_c10": lambda: m_latency(a.database_url, a.lat_rate, a.lat_secs, 10),
         "lifecycle": lambda: m_lifecycle(a.database_url, a.n),

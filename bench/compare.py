@@ -169,6 +169,7 @@ def table(d: Path) -> str:
     floor = floor_of(d)
     pairs = [
         ("c=10, adjacent runs", "drain_c10", "drain_c10_otel"),
+        ("c=10 with 5 ms jobs, adjacent runs", "drain_c10_5ms", "drain_c10_5ms_otel"),
         ("c=10, telemetry-on run", "drain_c10", "drain_c10"),
         (f"c={best}, telemetry-on run", "drain_best", "drain_best"),
     ]
