@@ -34,9 +34,10 @@ postgresql://root@127.0.0.1:5432/test); each measurement drops and recreates the
   workers (OTLP/HTTP to a counting receiver process, default export settings: spans every
   5 s or 512, metrics every 60 s and at exit); ``drain_c10_otel`` does the same for one
   drain inside an otherwise telemetry-off run; ``drain_c10_5ms`` and ``drain_c10_5ms_otel``
-  are that pair with 5 ms jobs (each awaits ``asyncio.sleep(0.005)``, whatever --job-ms). A defer measurement stops its clock after
-  ``force_flush`` (its spans exported, by the export child too), and each measurement
-  starts once this process's export child and receiver are idle again.
+  are that pair with 5 ms jobs (each awaits ``asyncio.sleep(0.005)``, whatever --job-ms).
+  A defer measurement stops its clock after ``force_flush`` (its spans exported, by the
+  export child too), and each measurement starts once this process's export child and
+  receiver are idle again.
 
 Median of K runs, [min–max] when K > 1. The machine is shared: compare ratios measured in
 the same window, not absolute numbers.
