@@ -472,8 +472,6 @@ class Worker:
                 self._failing = False
             return
         health.ok()
-        for row in batch.claimed:
-            self._spawn(row)
         if claim > 0:
             self._backlog = len(batch.claimed) == claim
             # Idle unless poked meanwhile (a notification this claim may not have seen).
@@ -516,8 +514,8 @@ class Worker:
         return poll
 
     async def _exchange(self, submitted: list[_Submitted], free: int) -> Batch:
-        """Write the finished attempts and claim up to ``free`` jobs; settles each item whose
-        fate is known (also when it raises)."""
+        """Write the finished attempts and claim up to ``free`` jobs; starts the claimed jobs
+        and settles each item whose fate is known (also when it raises)."""
         results = [s.result for s in submitted]
         try:
             batch = await self.store.finish_and_claim(
@@ -537,7 +535,13 @@ class Worker:
             for item in submitted:
                 await self._record_alone(item)
             batch = await self.store.finish_and_claim([], worker=self.info, limit=free)
+            for row in batch.claimed:
+                self._spawn(row)
             return batch
+        # The claimed jobs first: the loop runs their first steps before the finished
+        # attempts' ends (their spans, metrics and log lines), which would delay them.
+        for row in batch.claimed:
+            self._spawn(row)
         for item in submitted:
             item.settle(item.result.job_id in batch.recorded)
         return batch

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 import tracedjobs
+from tests.conftest import installed_otel
 from tests.helpers import scalar
 from tests.integration.running import FAST
 from tracedjobs.jobs import AttemptResult
@@ -186,6 +187,33 @@ def test_jobs_arriving_one_by_one_cost_one_claim_and_one_result_exchange_each(
 
     store = anyio.run(main)
     assert store.exchanges == [(0, 1, 1), (1, 0, 0)] * 5
+
+
+def test_the_jobs_an_exchange_claims_start_before_the_attempts_it_recorded_end_their_spans(
+    app: tracedjobs.App,
+) -> None:
+    """An exchange that hands in a result and claims the next job starts that job first:
+    the finished attempt's span, metrics and log line come after, not on the new job's way
+    to its start (a busy worker ends several attempts per exchange)."""
+    otel = installed_otel()
+    otel.spans.clear()
+    started: dict[int, int] = {}
+
+    @app.task(queue="order")
+    async def step(n: int) -> None:
+        started[n] = time.time_ns()
+
+    first, second = step.defer(n=1), step.defer(n=2)
+    store = drain(app, concurrency=1)
+    assert store.exchanges[0] == (0, 1, 1)  # claims job 1
+    assert store.exchanges[1] == (1, 1, 1)  # hands in job 1, claims job 2
+    spans = {
+        s.attributes["messaging.message.id"]: s
+        for s in otel.finished("process order")
+        if s.attributes["messaging.message.id"] in (str(first), str(second))
+    }
+    assert spans[str(first)].end_time > started[2] > started[1]
+    assert spans[str(second)].end_time > started[2]
 
 
 class HeldResults:
