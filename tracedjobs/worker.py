@@ -533,11 +533,9 @@ class Worker:
                 extra={"action": "batch_refused", "worker": self.log_context},
             )
             for item in submitted:
-                await self._record_alone(item)
+                await self._record_alone(item)  # settles it
             batch = await self.store.finish_and_claim([], worker=self.info, limit=free)
-            for row in batch.claimed:
-                self._spawn(row)
-            return batch
+            submitted = []
         # The claimed jobs first: the loop runs their first steps before the finished
         # attempts' ends (their spans, metrics and log lines), which would delay them.
         for row in batch.claimed:
