@@ -472,6 +472,12 @@ class Worker:
                 self._failing = False
             return
         health.ok()
+        # After _exchange settled the results: the attempts they end finish (span, log
+        # line) before the jobs claimed here start, among them maybe their own retries or
+        # the next jobs under their locks; starting those first would show, in traces and
+        # logs, two attempts of a job, or two jobs under one lock, running at once.
+        for row in batch.claimed:
+            self._spawn(row)
         if claim > 0:
             self._backlog = len(batch.claimed) == claim
             # Idle unless poked meanwhile (a notification this claim may not have seen).
@@ -514,8 +520,8 @@ class Worker:
         return poll
 
     async def _exchange(self, submitted: list[_Submitted], free: int) -> Batch:
-        """Write the finished attempts and claim up to ``free`` jobs; starts the claimed jobs
-        and settles each item whose fate is known (also when it raises)."""
+        """Write the finished attempts and claim up to ``free`` jobs; settles each item whose
+        fate is known (also when it raises)."""
         results = [s.result for s in submitted]
         try:
             batch = await self.store.finish_and_claim(
@@ -533,13 +539,9 @@ class Worker:
                 extra={"action": "batch_refused", "worker": self.log_context},
             )
             for item in submitted:
-                await self._record_alone(item)  # settles it
+                await self._record_alone(item)
             batch = await self.store.finish_and_claim([], worker=self.info, limit=free)
-            submitted = []
-        # The claimed jobs first: the loop runs their first steps before the finished
-        # attempts' ends (their spans, metrics and log lines), which would delay them.
-        for row in batch.claimed:
-            self._spawn(row)
+            return batch
         for item in submitted:
             item.settle(item.result.job_id in batch.recorded)
         return batch

@@ -189,31 +189,41 @@ def test_jobs_arriving_one_by_one_cost_one_claim_and_one_result_exchange_each(
     assert store.exchanges == [(0, 1, 1), (1, 0, 0)] * 5
 
 
-def test_the_jobs_an_exchange_claims_start_before_the_attempts_it_recorded_end_their_spans(
+def test_an_attempt_claimed_with_a_result_starts_after_that_attempt_ended(
     app: tracedjobs.App,
 ) -> None:
-    """An exchange that hands in a result and claims the next job starts that job first:
-    the finished attempt's span, metrics and log line come after, not on the new job's way
-    to its start (a busy worker ends several attempts per exchange)."""
+    """When one exchange hands in a result and claims the job it made ready (the job's own
+    retry, or the next job under its lock), the finished attempt ends first: its span and
+    log line come before the new attempt starts, so traces and logs never show a job's two
+    attempts, or two jobs under one lock, running at once."""
     otel = installed_otel()
     otel.spans.clear()
-    started: dict[int, int] = {}
+    started: dict[tuple[str, int], int] = {}
 
-    @app.task(queue="order")
-    async def step(n: int) -> None:
-        started[n] = time.time_ns()
+    @app.task(queue="order", retry=1, pass_context=True)
+    async def flaky(context: tracedjobs.JobContext) -> None:
+        started["flaky", context.job.attempt_number] = time.time_ns()
+        if context.job.attempt_number == 1:
+            raise RuntimeError("first attempt fails")
 
-    first, second = step.defer(n=1), step.defer(n=2)
+    @app.task(queue="order", lock="one-at-a-time")
+    async def locked(n: int) -> None:
+        started["locked", n] = time.time_ns()
+
+    retried = flaky.defer()
     store = drain(app, concurrency=1)
-    assert store.exchanges[0] == (0, 1, 1)  # claims job 1
-    assert store.exchanges[1] == (1, 1, 1)  # hands in job 1, claims job 2
-    spans = {
-        s.attributes["messaging.message.id"]: s
-        for s in otel.finished("process order")
-        if s.attributes["messaging.message.id"] in (str(first), str(second))
-    }
-    assert spans[str(first)].end_time > started[2] > started[1]
-    assert spans[str(second)].end_time > started[2]
+    assert store.exchanges[:2] == [(0, 1, 1), (1, 1, 1)]  # the retry came with the result
+    first_lock, second_lock = locked.defer(n=1), locked.defer(n=2)
+    store = drain(app, concurrency=2)
+    assert (1, 2, 1) in store.exchanges  # job 2 was claimed with job 1's result
+
+    spans: dict[str, list[Any]] = {}
+    for s in otel.finished("process order"):
+        spans.setdefault(str(s.attributes["messaging.message.id"]), []).append(s)
+    one, two = sorted(spans[str(retried)], key=lambda s: s.start_time)
+    assert one.end_time <= two.start_time <= started["flaky", 2]
+    (a,), (b,) = spans[str(first_lock)], spans[str(second_lock)]
+    assert a.end_time <= b.start_time <= started["locked", 2]
 
 
 class HeldResults:
