@@ -34,7 +34,7 @@ postgresql://root@127.0.0.1:5432/test); each measurement drops and recreates the
   workers (OTLP/HTTP to a counting receiver process, default export settings: spans every
   5 s or 512, metrics every 60 s and at exit); ``drain_c10_otel`` does the same for one
   drain inside an otherwise telemetry-off run; ``drain_c10_5ms`` and ``drain_c10_5ms_otel``
-  are that pair with 5 ms jobs (each awaits ``asyncio.sleep(0.005)``, whatever --job-ms).
+  are that pair with 5 ms jobs (each awaits ``anyio.sleep(0.005)``, whatever --job-ms).
   A defer measurement stops its clock after ``force_flush`` (its spans exported, by the
   export child too), and each measurement starts once this process's export child and
   receiver are idle again.
@@ -370,6 +370,7 @@ async def m_drain(
     procs: int = 1,
     job_ms: float | None = None,
 ) -> dict[str, Any]:
+    job_ms = JOB_MS if job_ms is None else job_ms
     url = fresh_db(base)
     await enqueue(url, n)
     receiver = Receiver() if telemetry else None
@@ -381,7 +382,7 @@ async def m_drain(
             env=worker_env(
                 url,
                 receiver.url if receiver else None,
-                extra=None if job_ms is None else {"BENCH_JOB_MS": str(job_ms)},
+                extra={"BENCH_JOB_MS": str(job_ms)},
                 k=k + 1,
             ),
             stdout=subprocess.DEVNULL,
@@ -415,7 +416,7 @@ async def m_drain(
         # Includes start-up (imports, ~0.2–0.4 s per process): compare at equal N.
         "worker_cpu_us_per_job": worker_cpu / n * 1e6,
         "export_child_cpu_us_per_job": child_cpu / n * 1e6,
-        "job_ms": JOB_MS if job_ms is None else job_ms,
+        "job_ms": job_ms,
     }
     if receiver is not None:
         out["otlp_posts"] = receiver.stop()
