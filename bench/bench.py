@@ -34,7 +34,8 @@ postgresql://root@127.0.0.1:5432/test); each measurement drops and recreates the
   workers (OTLP/HTTP to a counting receiver process, default export settings: spans every
   5 s or 512, metrics every 60 s and at exit); ``drain_c10_otel`` does the same for one
   drain inside an otherwise telemetry-off run; ``drain_c10_5ms`` and ``drain_c10_5ms_otel``
-  are that pair with 5 ms jobs (each awaits ``anyio.sleep(0.005)``, whatever --job-ms).
+  are that pair with 5 ms jobs (each awaits ``anyio.sleep(0.005)``, whatever --job-ms), and
+  ``drain_c10_5ms_pf20`` / ``…_pf20_otel`` the same with the worker option ``prefetch=20``.
   A defer measurement stops its clock after ``force_flush`` (its spans exported, by the
   export child too), and each measurement starts once this process's export child and
   receiver are idle again.
@@ -369,6 +370,7 @@ async def m_drain(
     telemetry: bool = False,
     procs: int = 1,
     job_ms: float | None = None,
+    prefetch: int = 0,
 ) -> dict[str, Any]:
     job_ms = JOB_MS if job_ms is None else job_ms
     url = fresh_db(base)
@@ -378,7 +380,7 @@ async def m_drain(
     t0 = time.perf_counter()
     workers = [
         subprocess.Popen(
-            worker_cmd("--one-shot", "-c", str(concurrency)),
+            worker_cmd("--one-shot", "-c", str(concurrency), "--prefetch", str(prefetch)),
             env=worker_env(
                 url,
                 receiver.url if receiver else None,
@@ -417,6 +419,7 @@ async def m_drain(
         "worker_cpu_us_per_job": worker_cpu / n * 1e6,
         "export_child_cpu_us_per_job": child_cpu / n * 1e6,
         "job_ms": job_ms,
+        "prefetch": prefetch,
     }
     if receiver is not None:
         out["otlp_posts"] = receiver.stop()
@@ -632,6 +635,10 @@ def table(res: dict[str, list[dict[str, Any]]], n: int, runs: int, telemetry: bo
          fmt(col("drain_c10_5ms", "jobs_per_s"))),
         ("drain c=10, 5 ms jobs, telemetry ON (in a telemetry-off run)", "jobs/s",
          fmt(col("drain_c10_5ms_otel", "jobs_per_s"))),
+        ("drain c=10 prefetch 20, 5 ms jobs, telemetry off", "jobs/s",
+         fmt(col("drain_c10_5ms_pf20", "jobs_per_s"))),
+        ("drain c=10 prefetch 20, 5 ms jobs, telemetry ON (in a telemetry-off run)", "jobs/s",
+         fmt(col("drain_c10_5ms_pf20_otel", "jobs_per_s"))),
     ]  # fmt: skip
     for mode in sorted(m for m in res if m.startswith("scale_")):
         rows.append(
@@ -669,7 +676,8 @@ def table(res: dict[str, list[dict[str, Any]]], n: int, runs: int, telemetry: bo
 
 MODES = [
     "defer1", "bulk", "drain_c1", "drain_c10", "drain_best", "drain_procs2", "drain_procs4",
-    "drain_c10_otel", "drain_c10_5ms", "drain_c10_5ms_otel", "latency", "latency_c10",
+    "drain_c10_otel", "drain_c10_5ms", "drain_c10_5ms_otel", "drain_c10_5ms_pf20",
+    "drain_c10_5ms_pf20_otel", "latency", "latency_c10",
     "scale_10k", "scale_100k", "scale_1m", "lifecycle",
 ]  # fmt: skip
 DEFAULT_MODES = [m for m in MODES if m not in ("scale_1m",)]
@@ -733,6 +741,10 @@ def main() -> int:
         "drain_c10_otel": lambda: m_drain(a.database_url, a.n, 10, telemetry=True),
         "drain_c10_5ms": lambda: m_drain(a.database_url, a.n, 10, job_ms=5),
         "drain_c10_5ms_otel": lambda: m_drain(a.database_url, a.n, 10, telemetry=True, job_ms=5),
+        "drain_c10_5ms_pf20": lambda: m_drain(a.database_url, a.n, 10, job_ms=5, prefetch=20),
+        "drain_c10_5ms_pf20_otel": lambda: m_drain(
+            a.database_url, a.n, 10, telemetry=True, job_ms=5, prefetch=20
+        ),
         "latency": lambda: m_latency(a.database_url, a.lat_rate, a.lat_secs),
         "latency_c10": lambda: m_latency(a.database_url, a.lat_rate, a.lat_secs, 10),
         "lifecycle": lambda: m_lifecycle(a.database_url, a.n),

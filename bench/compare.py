@@ -170,6 +170,11 @@ def table(d: Path) -> str:
     pairs = [
         ("c=10, adjacent runs", "drain_c10", "drain_c10_otel"),
         ("c=10 with 5 ms jobs, adjacent runs", "drain_c10_5ms", "drain_c10_5ms_otel"),
+        (
+            "c=10 prefetch 20 with 5 ms jobs, adjacent runs",
+            "drain_c10_5ms_pf20",
+            "drain_c10_5ms_pf20_otel",
+        ),
         ("c=10, telemetry-on run", "drain_c10", "drain_c10"),
         (f"c={best}, telemetry-on run", "drain_best", "drain_best"),
     ]

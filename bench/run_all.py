@@ -289,6 +289,8 @@ def run_ours(
             "drain_c10_otel",  # right after drain_c10: an on/off pair seconds apart
             "drain_c10_5ms",  # the same pair with 5 ms jobs
             "drain_c10_5ms_otel",
+            "drain_c10_5ms_pf20",  # and with prefetch 20
+            "drain_c10_5ms_pf20_otel",
             "drain_best",
             "drain_procs2",
             "drain_procs4",

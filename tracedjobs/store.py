@@ -64,6 +64,9 @@ class WorkerStore(Protocol):
         limit: int,
         delete_statuses: Sequence[str] = (),
     ) -> Batch: ...
+    async def release_jobs(
+        self, jobs: Sequence[tuple[int, int]], *, worker_id: str
+    ) -> set[int]: ...
     async def fail_unrecordable(self, result: AttemptResult, message: str) -> bool: ...
     async def aborting_job_ids(self, worker_id: str) -> set[int]: ...
     async def rescue_dead_workers(
@@ -239,6 +242,20 @@ class PostgresStore:
                 if several:  # a lone statement was a transaction of its own
                     await _rollback(conn)
                 raise
+
+    async def release_jobs(self, jobs: Sequence[tuple[int, int]], *, worker_id: str) -> set[int]:
+        """Hand claimed jobs that never started ((job id, attempt id) pairs) back to the
+        queue; returns the ids of those handed back."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                sql.query("release_jobs"),
+                {
+                    "ids": [job_id for job_id, _ in jobs],
+                    "attempt_ids": [attempt_id for _, attempt_id in jobs],
+                    "worker_id": worker_id,
+                },
+            )
+            return {row[0] for row in await cur.fetchall()}
 
     async def fail_unrecordable(self, result: AttemptResult, message: str) -> bool:
         async with self.pool.connection() as conn:

@@ -17,7 +17,9 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -28,7 +30,7 @@ from anyio.abc import TaskGroup
 from tracedjobs import gauges, middleware, outcomes, periodic, supervisor, telemetry
 from tracedjobs.connector import first_line
 from tracedjobs.context import AbortReason, JobContext
-from tracedjobs.exceptions import TaskNotFound
+from tracedjobs.exceptions import JobAborted, TaskNotFound
 from tracedjobs.execution import Ended, Execution, TaskThreads
 from tracedjobs.heartbeat import Heartbeat, rescue
 from tracedjobs.jobs import AttemptResult, Job, Outcome, Status
@@ -74,6 +76,7 @@ class WorkerOptions(TypedDict, total=False):
     task_middleware: Sequence[middleware.TaskMiddleware] | None
     worker_middleware: Sequence[middleware.WorkerMiddleware] | None
     # tracedjobs' own:
+    prefetch: int
     rescue_stalled: bool
     periodic_tasks: bool
     periodic_catch_up: float
@@ -122,6 +125,9 @@ class Worker:
         concurrency = o.get("concurrency", 1)
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be a whole number, at least 1")
+        prefetch = o.get("prefetch", 0)
+        if not isinstance(prefetch, int) or prefetch < 0:
+            raise ValueError("prefetch must be a whole number, at least 0")
         self.update_heartbeat_interval = float(
             o.get("update_heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL)
         )
@@ -142,6 +148,7 @@ class Worker:
         queues = o.get("queues")
         self.queues = list(queues) if queues else None
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.id = str(uuid.uuid4())
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
@@ -190,6 +197,9 @@ class Worker:
         self._abandoned: set[Execution] = set()
         self._busy = 0  # slots taken: jobs running, and sync threads abandoned past a timeout
         self._pending: list[_Submitted] = []
+        # Prefetched: claimed jobs waiting for a slot (rows, and when each arrived).
+        self._ready: deque[tuple[dict[str, Any], float]] = deque()
+        self._abort_early: set[int] = set()  # prefetched jobs to end aborted, unstarted
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # one per job in flight
@@ -385,9 +395,12 @@ class Worker:
         slots: the database works on one while this process runs the jobs of the other."""
         health = supervisor.Health("job fetch")
         while True:
-            if self._stopping and not self._tasks and not self._pending and not self._exchanges:
+            if self._stopping and not self._busy_anywhere():
                 return
             wake = self._wake = asyncio.Event()
+            if self._stopping and self._ready:
+                self._start_release(health)
+                continue
             claim = self._claim_limit()
             if self._may_exchange(claim):
                 self._start_exchange(claim, health)
@@ -406,7 +419,7 @@ class Worker:
                 self._idle = False  # poll
 
     def _busy_anywhere(self) -> bool:
-        return bool(self._tasks or self._pending or self._exchanges)
+        return bool(self._tasks or self._pending or self._exchanges or self._ready)
 
     def _claim_limit(self) -> int:
         if self._stopping or (self._idle and self._heard and self.wait):
@@ -416,7 +429,7 @@ class Worker:
             # does a one-shot worker's, which stops once a claim finds nothing: a job that a
             # task deferred must be claimed by then, not merely announced.
             return 0
-        free = self.concurrency - self._busy - self._reserved
+        free = self.concurrency + self.prefetch - self._busy - len(self._ready) - self._reserved
         if self._max_exchanges > 1 and (self._backlog or self._exchanges):
             free = min(free, -(-self.concurrency // self._max_exchanges))
         return max(free, 0)
@@ -477,7 +490,7 @@ class Worker:
         # the next jobs under their locks; starting those first would show, in traces and
         # logs, two attempts of a job, or two jobs under one lock, running at once.
         for row in batch.claimed:
-            self._spawn(row)
+            self._admit(row)
         if claim > 0:
             self._backlog = len(batch.claimed) == claim
             # Idle unless poked meanwhile (a notification this claim may not have seen).
@@ -488,6 +501,54 @@ class Worker:
             # A retry due now, or a job that waited on a released lock: claim at once
             # rather than wait for the notification that says so.
             self._poke()
+
+    def _admit(self, row: dict[str, Any]) -> None:
+        """Start a claimed job if a slot is free, else keep it for the next slot (prefetch).
+        While stopping, kept jobs are handed back (see _start_release)."""
+        if self._busy < self.concurrency:
+            self._spawn(row)
+        else:
+            self._ready.append((row, time.monotonic()))
+
+    def _start_ready(self) -> None:
+        """A slot is free: start the next prefetched job, its wait in this process added to
+        its queue wait."""
+        while self._ready and self._busy < self.concurrency and not self._stopping:
+            row, since = self._ready.popleft()
+            row["queue_wait"] = (row.get("queue_wait") or 0.0) + time.monotonic() - since
+            self._spawn(row)
+
+    def _start_release(self, health: supervisor.Health) -> None:
+        rows = [row for row, _ in self._ready]
+        self._ready.clear()
+        task = asyncio.get_running_loop().create_task(self._release_task(rows, health))
+        self._exchanges.add(task)
+        task.add_done_callback(self._exchange_done)
+
+    async def _release_task(self, rows: list[dict[str, Any]], health: supervisor.Health) -> None:
+        """Hand prefetched jobs that never started back to the queue, for any worker to
+        claim. A job whose abort was asked for meanwhile (no longer just `doing`) is not
+        handed back: it ends `aborted` here, unstarted."""
+        try:
+            released = await self.store.release_jobs(
+                [(row["id"], row["attempt_id"]) for row in rows], worker_id=self.id
+            )
+        except Exception as exc:
+            await asyncio.sleep(health.failed(exc))
+            self._ready.extend((row, time.monotonic()) for row in rows)
+            return
+        health.ok()
+        if released:
+            logger.info(
+                "worker %s: handed %d prefetched job(s) back to the queue",
+                self.name,
+                len(released),
+                extra={"action": "release_jobs", "worker": self.log_context},
+            )
+        for row in rows:
+            if row["id"] not in released:
+                self._abort_early.add(row["id"])
+                self._spawn(row)
 
     def _spawn(self, row: dict[str, Any]) -> None:
         """Run one claimed job in a task of its own (plain asyncio: a job never needs the
@@ -594,7 +655,10 @@ class Worker:
             return
         task = self.app.tasks.get(job.task_name)
         execution = None
-        if task is None:
+        if job.id in self._abort_early:
+            self._abort_early.discard(job.id)
+            ended = Ended(JobAborted(f"job {job.id} was aborted before it started"), 0.0)
+        elif task is None:
             known = ", ".join(sorted(self.app.tasks)) or "none"
             ended = Ended(
                 TaskNotFound(
@@ -704,12 +768,14 @@ class Worker:
         then the slot is freed when that thread returns."""
         if execution is None or not ended.thread_abandoned or execution.thread_done:
             self._busy -= 1
+            self._start_ready()
             return
         self._abandoned.add(execution)
 
         def returned() -> None:
             self._abandoned.discard(execution)
             self._busy -= 1
+            self._start_ready()
             self._poke()
 
         execution.on_thread_done = returned
@@ -718,7 +784,10 @@ class Worker:
 
     def _abort(self, job_id: int) -> None:
         execution = self._running.get(job_id)
-        if execution is None or execution.aborted_by is not None:
+        if execution is None:
+            self._abort_prefetched(job_id)
+            return
+        if execution.aborted_by is not None:
             return
         logger.info(
             "job %s: abort requested",
@@ -729,9 +798,24 @@ class Worker:
         )
         execution.abort(AbortReason.USER_REQUEST)
 
+    def _abort_prefetched(self, job_id: int) -> None:
+        """A prefetched job's abort: it ends `aborted` at once, without running (and
+        without waiting for a slot: it takes none but for a moment)."""
+        for i, (row, _) in enumerate(self._ready):
+            if row["id"] == job_id:
+                del self._ready[i]
+                logger.info(
+                    "job %s: abort requested before it started",
+                    job_id,
+                    extra={"action": "abort_job", "worker": self.log_context},
+                )
+                self._abort_early.add(job_id)
+                self._spawn(row)
+                return
+
     async def _poll_aborts(self) -> None:
         """A fallback for missed abort notifications."""
-        if self._running:
+        if self._running or self._ready:
             for job_id in await self.store.aborting_job_ids(self.id):
                 self._abort(job_id)
 

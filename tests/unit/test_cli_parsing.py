@@ -58,6 +58,10 @@ def test_procrastinate_worker_flags_map_to_run_worker_keywords() -> None:
     assert ours["update_heartbeat_interval"] == 1.0 and ours["stalled_worker_timeout"] == 5.0
     assert ours["wait"] is True and ours["listen_notify"] is True
     assert "abort_job_polling_interval" not in ours and "delete_jobs" not in ours
+    assert ours["prefetch"] == 0  # by default, as Procrastinate (which has no prefetch)
+    assert worker_options(parse("worker", "--prefetch", "20"))["prefetch"] == 20
+    with pytest.raises(UsageError, match="must be at least 0"):
+        parse("worker", "--prefetch", "-1")
 
 
 def test_defer_scheduling_flags() -> None:
@@ -177,6 +181,7 @@ def test_every_option_has_procrastinates_environment_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("TRACEDJOBS_WORKER_CONCURRENCY", "4")
+    monkeypatch.setenv("TRACEDJOBS_WORKER_PREFETCH", "8")
     monkeypatch.setenv("TRACEDJOBS_WORKER_QUEUES", "a,b")
     monkeypatch.setenv("TRACEDJOBS_WORKER_WAIT", "f")
     monkeypatch.setenv("TRACEDJOBS_WORKER_LISTEN_NOTIFY", "0")
@@ -189,6 +194,7 @@ def test_every_option_has_procrastinates_environment_variable(
     assert (options["concurrency"], options["queues"], options["wait"],
             options["listen_notify"], options["delete_jobs"]) == (4, ["a", "b"], False, False,
                                                                   "always")
+    assert options["prefetch"] == 8
     assert worker_options(parse("worker", "-c", "2", "--wait"))["concurrency"] == 2  # CLI wins
     assert worker_options(parse("worker", "--wait"))["wait"] is True
     defer = parse("defer", "t")

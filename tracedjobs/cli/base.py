@@ -101,14 +101,18 @@ def has_app(args: argparse.Namespace) -> bool:
 # -- argument types -----------------------------------------------------------------------
 
 
-def positive_int(text: str) -> int:
+def positive_int(text: str, least: int = 1) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}")
     return value
+
+
+def natural_int(text: str) -> int:
+    return positive_int(text, least=0)
 
 
 def seconds(text: str) -> float:

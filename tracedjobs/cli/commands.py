@@ -21,6 +21,7 @@ def worker_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {
         "queues": queues or None,
         "concurrency": args.concurrency,
+        "prefetch": args.prefetch,
         "name": args.name,
         "wait": args.wait,
         "listen_notify": args.listen_notify,

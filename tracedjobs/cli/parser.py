@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tracedjobs.cli import commands, defer, environ, jobs
-from tracedjobs.cli.base import APP_ENV, Parser, positive_int, queue_list, seconds
+from tracedjobs.cli.base import APP_ENV, Parser, natural_int, positive_int, queue_list, seconds
 from tracedjobs.cli.base import iso_datetime as _iso_datetime
 
 Command = Callable[[argparse.Namespace], int]
@@ -68,6 +68,11 @@ def _worker_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-c", "--concurrency", type=positive_int, default=1, help="jobs at once (default 1)"
     )
+    p.add_argument(
+        "--prefetch", type=natural_int, default=0, metavar="N",
+        help="claim up to N jobs more than free slots, so that a freed slot starts the next "
+        "job at once (default 0; see the README)",
+    )  # fmt: skip
     p.add_argument("-n", "--name", help="worker name shown in top (default host:pid)")
     _flag_pair(p, "wait", ["-w", "--wait"], ["--one-shot"], True,
                "keep waiting for new jobs (default)", "exit once no job is ready")

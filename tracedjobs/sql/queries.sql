@@ -256,6 +256,19 @@ DELETE FROM tracedjobs_workers
  WHERE last_heartbeat_at < tracedjobs_heartbeat_cutoff(%(seconds)s)
 RETURNING id;
 
+-- name: release_jobs
+-- Hand prefetched jobs back to the queue (worker option `prefetch`, at shutdown): claimed,
+-- never started, so the attempt is forgotten (it wrote no row and counted nothing). Only
+-- this worker's claim of each, and only while it is plainly `doing`: a job asked to abort
+-- meanwhile is ended `aborted` by the worker instead.
+UPDATE tracedjobs_jobs j
+   SET status = 'todo', worker_id = NULL, worker_name = NULL, started_at = NULL,
+       attempt_id = NULL, updated_at = now()
+  FROM unnest(%(ids)s::bigint[], %(attempt_ids)s::bigint[]) AS r(id, attempt_id)
+ WHERE j.id = r.id AND j.attempt_id = r.attempt_id
+   AND j.worker_id = %(worker_id)s AND j.status = 'doing'
+RETURNING j.id;
+
 -- name: fail_unrecordable
 -- The database refused an attempt's result (a value out of range, bad text from a retry
 -- decision…): end the attempt and the job `failed` with fixed values only, so this write
