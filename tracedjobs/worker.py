@@ -882,7 +882,7 @@ class Worker:
         logger.warning(
             "%s: exiting at once; %d job(s) left in doing will be rescued after %.0f s",
             reason,
-            len(self._running),
+            len(self._running) + len(self._ready),  # prefetched ones are `doing` too
             self.stalled_worker_timeout,
         )
         logging.shutdown()
