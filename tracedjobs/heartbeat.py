@@ -83,6 +83,9 @@ class Heartbeat:
         self._last = time.monotonic()
         self._steady_since = time.monotonic()  # registration counts as the first beat
         self._failing = False
+        # When the last beat that found this worker's row was sent (registration counts):
+        # until then, no peer can have rescued this worker's jobs.
+        self.ok_at = time.monotonic()
 
     def steady_for(self) -> float:
         """Seconds since this worker's heartbeats last started succeeding (0 if failing)."""
@@ -114,7 +117,10 @@ class Heartbeat:
                 worker.stalled_worker_timeout,
                 extra={"action": "heartbeat_late"},
             )
-        if not await worker.store.heartbeat(worker.id):
+        sent = time.monotonic()
+        if await worker.store.heartbeat(worker.id):
+            self.ok_at = sent
+        else:
             logger.warning(
                 "worker %s was declared dead by a peer (no heartbeat for %.0f s); registering "
                 "again. Jobs it was running were rescued and their results will be discarded.",

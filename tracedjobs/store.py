@@ -67,6 +67,7 @@ class WorkerStore(Protocol):
     async def release_jobs(
         self, jobs: Sequence[tuple[int, int]], *, worker_id: str
     ) -> set[int]: ...
+    async def claimed_by(self, jobs: Sequence[tuple[int, int]], *, worker_id: str) -> set[int]: ...
     async def fail_unrecordable(self, result: AttemptResult, message: str) -> bool: ...
     async def aborting_job_ids(self, worker_id: str) -> set[int]: ...
     async def rescue_dead_workers(
@@ -246,9 +247,16 @@ class PostgresStore:
     async def release_jobs(self, jobs: Sequence[tuple[int, int]], *, worker_id: str) -> set[int]:
         """Hand claimed jobs that never started ((job id, attempt id) pairs) back to the
         queue; returns the ids of those handed back."""
+        return await self._claims("release_jobs", jobs, worker_id)
+
+    async def claimed_by(self, jobs: Sequence[tuple[int, int]], *, worker_id: str) -> set[int]:
+        """The ids of those claims ((job id, attempt id) pairs) still held by the worker."""
+        return await self._claims("claimed_by", jobs, worker_id)
+
+    async def _claims(self, name: str, jobs: Sequence[tuple[int, int]], worker_id: str) -> set[int]:
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                sql.query("release_jobs"),
+                sql.query(name),
                 {
                     "ids": [job_id for job_id, _ in jobs],
                     "attempt_ids": [attempt_id for _, attempt_id in jobs],

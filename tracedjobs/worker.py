@@ -46,6 +46,9 @@ DEFAULT_HEARTBEAT_INTERVAL = 10.0
 DEFAULT_STALLED_WORKER_TIMEOUT = 30.0
 # Exchanges (hand in results, claim jobs) in flight at once while a backlog lasts.
 MAX_EXCHANGES = 2
+# A prefetched job starts without a check while this worker's last heartbeat went through
+# less than this part of the stalled timeout ago (a peer rescues after the whole of it).
+SAFE_FRACTION = 0.8
 SPLIT_FROM = 40  # concurrency from which claims are split (each exchange claims half)
 # After a shutdown's abort, how long a sync task gets to notice should_abort().
 SYNC_ABORT_GRACE = 5.0
@@ -200,6 +203,8 @@ class Worker:
         # Prefetched: claimed jobs waiting for a slot (rows, and when each arrived).
         self._ready: deque[tuple[dict[str, Any], float]] = deque()
         self._abort_early: set[int] = set()  # prefetched jobs to end aborted, unstarted
+        self._verified_at = 0.0  # when the database last said the prefetched jobs were ours
+        self._verifying = False
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # one per job in flight
@@ -505,18 +510,66 @@ class Worker:
     def _admit(self, row: dict[str, Any]) -> None:
         """Start a claimed job if a slot is free, else keep it for the next slot (prefetch).
         While stopping, kept jobs are handed back (see _start_release)."""
-        if self._busy < self.concurrency:
+        if self._busy < self.concurrency and not self._ready and self._claims_safe():
             self._spawn(row)
         else:
             self._ready.append((row, time.monotonic()))
+            self._start_ready()
 
     def _start_ready(self) -> None:
         """A slot is free: start the next prefetched job, its wait in this process added to
         its queue wait."""
-        while self._ready and self._busy < self.concurrency and not self._stopping:
+        if not self._ready or self._stopping or self._busy >= self.concurrency:
+            return
+        if not self._claims_safe():
+            self._start_verify()
+            return
+        while self._ready and self._busy < self.concurrency:
             row, since = self._ready.popleft()
             row["queue_wait"] = (row.get("queue_wait") or 0.0) + time.monotonic() - since
             self._spawn(row)
+
+    def _claims_safe(self) -> bool:
+        """Whether no peer can have rescued this worker's claims since they were made: a
+        heartbeat (or a check of the claims) went through well within the stalled timeout.
+        After a pause or an outage longer than that, a peer may have declared this worker
+        dead and re-run its jobs; a job kept waiting here must then be checked, not started
+        blind (a job already running cannot be stopped: its late result is discarded)."""
+        since = max(self.heartbeat.ok_at, self._verified_at)
+        return time.monotonic() - since < self.stalled_worker_timeout * SAFE_FRACTION
+
+    def _start_verify(self) -> None:
+        if self._verifying:
+            return
+        self._verifying = True
+        task = asyncio.get_running_loop().create_task(self._verify_task())
+        self._exchanges.add(task)  # the fetch loop waits for it, as for an exchange
+        task.add_done_callback(self._exchange_done)
+
+    async def _verify_task(self) -> None:
+        """Keep the prefetched jobs still claimed by this worker; forget those a peer
+        rescued (it recorded their attempt lost and re-ran or failed them)."""
+        health = supervisor.Health("prefetch check")
+        try:
+            while self._ready and not self._stopping:
+                sent = time.monotonic()
+                jobs = [(row["id"], row["attempt_id"]) for row, _ in self._ready]
+                try:
+                    mine = await self.store.claimed_by(jobs, worker_id=self.id)
+                except Exception as exc:
+                    await asyncio.sleep(health.failed(exc))
+                    continue
+                health.ok()
+                self._verified_at = sent
+                checked = {job_id for job_id, _ in jobs}
+                lost = [r for r, _ in self._ready if r["id"] in checked and r["id"] not in mine]
+                gone = {r["id"] for r in lost}
+                self._ready = deque(item for item in self._ready if item[0]["id"] not in gone)
+                self._forget_rescued(lost)
+                break
+        finally:
+            self._verifying = False
+        self._start_ready()
 
     def _start_release(self, health: supervisor.Health) -> None:
         rows = [row for row, _ in self._ready]
@@ -528,7 +581,8 @@ class Worker:
     async def _release_task(self, rows: list[dict[str, Any]], health: supervisor.Health) -> None:
         """Hand prefetched jobs that never started back to the queue, for any worker to
         claim. A job whose abort was asked for meanwhile (no longer just `doing`) is not
-        handed back: it ends `aborted` here, unstarted."""
+        handed back: it ends `aborted` here, unstarted; one a peer rescued (this worker was
+        paused) is left to the peer."""
         try:
             released = await self.store.release_jobs(
                 [(row["id"], row["attempt_id"]) for row in rows], worker_id=self.id
@@ -545,10 +599,33 @@ class Worker:
                 len(released),
                 extra={"action": "release_jobs", "worker": self.log_context},
             )
-        for row in rows:
-            if row["id"] not in released:
-                self._abort_early.add(row["id"])
-                self._spawn(row)
+        kept = [row for row in rows if row["id"] not in released]
+        if kept:
+            # Asked to abort meanwhile (ended here, unstarted), or rescued by a peer.
+            try:
+                mine = await self.store.claimed_by(
+                    [(row["id"], row["attempt_id"]) for row in kept], worker_id=self.id
+                )
+            except Exception as exc:
+                await asyncio.sleep(health.failed(exc))
+                self._ready.extend((row, time.monotonic()) for row in kept)
+                return
+            self._forget_rescued([row for row in kept if row["id"] not in mine])
+            for row in kept:
+                if row["id"] in mine:
+                    self._abort_early.add(row["id"])
+                    self._spawn(row)
+
+    def _forget_rescued(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            logger.warning(
+                "worker %s: %d prefetched job(s) were rescued by a peer while this worker was "
+                "paused or out of reach; not starting them here (ids %s)",
+                self.name,
+                len(rows),
+                ", ".join(str(row["id"]) for row in rows),
+                extra={"action": "prefetched_rescued", "worker": self.log_context},
+            )
 
     def _spawn(self, row: dict[str, Any]) -> None:
         """Run one claimed job in a task of its own (plain asyncio: a job never needs the

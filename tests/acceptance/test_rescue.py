@@ -216,3 +216,52 @@ def test_lone_worker_resuming_after_a_long_pause_keeps_its_job(
         if worker.proc.poll() is None:
             worker.signal(signal.SIGCONT)
         worker.stop()
+
+
+@pytest.mark.parametrize("peer", [True, False])
+def test_prefetched_jobs_are_checked_after_a_pause_and_never_run_twice(
+    db_url: str, tmp_path: Path, peer: bool
+) -> None:
+    """A paused worker's prefetched jobs (`--prefetch`) are claimed but not started. With a
+    peer, the peer declares it dead, records them lost with the running one and runs them
+    again; resumed, the worker checks its prefetched jobs with the database before starting
+    any, and starts none of those. Alone, nobody rescued them: it starts them, once."""
+    running = defer(db_url, "slow", seconds=3)
+    waiting = [defer(db_url, "slow", seconds=0) for _ in range(2)]
+    paused = WorkerProcess(db_url, APP, *FAST, "--prefetch", "2", log_path=tmp_path / "p.log")
+    rescuer = None
+    try:
+        wait_until(lambda: _started(db_url, running, 1), 30, "the first job to start")
+        wait_until(lambda: all(status(db_url, j) == "doing" for j in waiting), 30, "prefetch")
+        paused_id = worker_ids(db_url)[paused.pid]
+        if peer:
+            rescuer = WorkerProcess(db_url, APP, *FAST, log_path=tmp_path / "r.log")
+        paused.signal(signal.SIGSTOP)
+        if peer:
+            for job_id in waiting:
+                wait_until(lambda j=job_id: status(db_url, j) == "succeeded", 30, "the re-run")
+        else:
+            time.sleep(3)  # longer than the stalled timeout
+        paused.signal(signal.SIGCONT)
+        wait_until(lambda: status(db_url, running) == "succeeded", 30, "the first job")
+        for job_id in waiting:
+            wait_until(lambda j=job_id: status(db_url, j) == "succeeded", 30, "every job")
+        assert rescuer is not None or paused.pid in worker_ids(db_url)
+        for job_id in waiting:
+            if rescuer is not None:
+                assert [a[1] for a in attempts(db_url, job_id)] == ["lost", "succeeded"]
+                # Run once, by the peer: the paused worker started none of them.
+                assert runs(db_url, job_id) == [("start", rescuer.pid, 2), ("done", rescuer.pid, 2)]
+            else:
+                assert attempts(db_url, job_id) == [(1, "succeeded", paused_id, None)]
+                assert runs(db_url, job_id) == [("start", paused.pid, 1), ("done", paused.pid, 1)]
+        if rescuer is not None:
+            paused.wait_for_output("2 prefetched job(s) were rescued by a peer")
+        else:
+            assert "rescued by a peer" not in paused.output()
+    finally:
+        if paused.proc.poll() is None:
+            paused.signal(signal.SIGCONT)
+        paused.stop()
+        if rescuer is not None:
+            rescuer.stop()

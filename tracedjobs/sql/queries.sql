@@ -269,6 +269,15 @@ UPDATE tracedjobs_jobs j
    AND j.worker_id = %(worker_id)s AND j.status = 'doing'
 RETURNING j.id;
 
+-- name: claimed_by
+-- Which of these claims (prefetched jobs, checked after a pause or an outage) the worker
+-- still holds: a peer that declared it dead meanwhile recorded their attempts lost.
+SELECT j.id
+  FROM tracedjobs_jobs j
+  JOIN unnest(%(ids)s::bigint[], %(attempt_ids)s::bigint[]) AS r(id, attempt_id)
+    ON j.id = r.id AND j.attempt_id = r.attempt_id
+ WHERE j.worker_id = %(worker_id)s AND j.status IN ('doing', 'aborting');
+
 -- name: fail_unrecordable
 -- The database refused an attempt's result (a value out of range, bad text from a retry
 -- decision…): end the attempt and the job `failed` with fixed values only, so this write
