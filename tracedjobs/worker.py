@@ -583,15 +583,9 @@ class Worker:
         claim. A job whose abort was asked for meanwhile (no longer just `doing`) is not
         handed back: it ends `aborted` here, unstarted; one a peer rescued (this worker was
         paused) is left to the peer."""
-        try:
-            released = await self.store.release_jobs(
-                [(row["id"], row["attempt_id"]) for row in rows], worker_id=self.id
-            )
-        except Exception as exc:
-            await asyncio.sleep(health.failed(exc))
-            self._ready.extend((row, time.monotonic()) for row in rows)
+        released = await self._ask_claims(self.store.release_jobs, rows, health)
+        if released is None:
             return
-        health.ok()
         if released:
             logger.info(
                 "worker %s: handed %d prefetched job(s) back to the queue",
@@ -602,19 +596,30 @@ class Worker:
         kept = [row for row in rows if row["id"] not in released]
         if kept:
             # Asked to abort meanwhile (ended here, unstarted), or rescued by a peer.
-            try:
-                mine = await self.store.claimed_by(
-                    [(row["id"], row["attempt_id"]) for row in kept], worker_id=self.id
-                )
-            except Exception as exc:
-                await asyncio.sleep(health.failed(exc))
-                self._ready.extend((row, time.monotonic()) for row in kept)
+            mine = await self._ask_claims(self.store.claimed_by, kept, health)
+            if mine is None:
                 return
             self._forget_rescued([row for row in kept if row["id"] not in mine])
             for row in kept:
                 if row["id"] in mine:
                     self._abort_early.add(row["id"])
                     self._spawn(row)
+
+    async def _ask_claims(
+        self, ask: Any, rows: list[dict[str, Any]], health: supervisor.Health
+    ) -> set[int] | None:
+        """``ask`` (a store method) about these prefetched jobs' claims; if the database
+        fails, back off and keep the jobs here for the fetch loop to try again (None)."""
+        try:
+            answer: set[int] = await ask(
+                [(row["id"], row["attempt_id"]) for row in rows], worker_id=self.id
+            )
+        except Exception as exc:
+            await asyncio.sleep(health.failed(exc))
+            self._ready.extend((row, time.monotonic()) for row in rows)
+            return None
+        health.ok()
+        return answer
 
     def _forget_rescued(self, rows: list[dict[str, Any]]) -> None:
         if rows:
