@@ -9,12 +9,14 @@ from itertools import pairwise
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 
 import tracedjobs
 from tests.conftest import installed_otel
 from tests.helpers import query
 from tests.integration.running import FAST, running_worker, wait_for_status
+from tracedjobs.store import PostgresStore
 from tracedjobs.worker import Worker
 
 
@@ -135,6 +137,56 @@ def test_stopping_hands_prefetched_jobs_back_unstarted(app: tracedjobs.App, db_u
                 assert job.status == "succeeded" and job.attempts == 1
         await app.connector.close_async()
         assert sorted(gate.started) == [1, 2, 3]
+
+    anyio.run(main)
+
+
+class ReleaseFailsOnce:
+    """The worker's store, whose first hand-back fails as if the database went away."""
+
+    def __init__(self, inner: PostgresStore) -> None:
+        self.inner = inner
+        self.release_calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def release_jobs(self, jobs: Any, *, worker_id: str) -> set[int]:
+        self.release_calls += 1
+        if self.release_calls == 1:
+            raise psycopg.OperationalError("connection lost (test)")
+        released: set[int] = await self.inner.release_jobs(jobs, worker_id=worker_id)
+        return released
+
+
+def test_a_failed_hand_back_is_tried_again(app: tracedjobs.App, db_url: str) -> None:
+    """Stopping while the database fails: the prefetched jobs stay with the worker, which
+    backs off and hands them back once it can (never left `doing` by a worker that left)."""
+    gate = Gate()
+    held = held_task(app, gate)
+
+    async def main() -> None:
+        ids = [await held.defer_async(n=n) for n in range(3)]
+        store = ReleaseFailsOnce(PostgresStore(app.connector, name="t-release"))
+        worker = Worker(app, store=store, **{**FAST, "concurrency": 1, "prefetch": 2})
+
+        async def all_claimed() -> bool:
+            return all(r[0] == "doing" for r in job_rows(db_url, ids).values())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            try:
+                await until(all_claimed)
+                worker.stop()
+            finally:
+                gate.open.set()
+        await app.connector.close_async()
+        assert store.release_calls == 2
+        assert gate.started == [0]
+        rows = job_rows(db_url, ids)
+        assert rows[ids[0]][0] == "succeeded"
+        for job_id in ids[1:]:
+            assert rows[job_id] == ("todo", False, False, False, 0)
 
     anyio.run(main)
 
