@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import anyio
@@ -458,7 +458,12 @@ class Worker:
         submitted, self._pending = self._pending, []
         self._reserved += claim
         self._claiming += claim > 0
-        task = asyncio.get_running_loop().create_task(self._exchange_task(submitted, claim, health))
+        self._start_tracked(self._exchange_task(submitted, claim, health))
+
+    def _start_tracked(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a database round trip of the fetch loop's (an exchange, a hand-back, a check
+        of prefetched claims) in a task the loop waits for before it returns."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._exchanges.add(task)
         task.add_done_callback(self._exchange_done)
 
@@ -542,9 +547,7 @@ class Worker:
         if self._verifying:
             return
         self._verifying = True
-        task = asyncio.get_running_loop().create_task(self._verify_task())
-        self._exchanges.add(task)  # the fetch loop waits for it, as for an exchange
-        task.add_done_callback(self._exchange_done)
+        self._start_tracked(self._verify_task())
 
     async def _verify_task(self) -> None:
         """Keep the prefetched jobs still claimed by this worker; forget those a peer
@@ -574,9 +577,7 @@ class Worker:
     def _start_release(self, health: supervisor.Health) -> None:
         rows = [row for row, _ in self._ready]
         self._ready.clear()
-        task = asyncio.get_running_loop().create_task(self._release_task(rows, health))
-        self._exchanges.add(task)
-        task.add_done_callback(self._exchange_done)
+        self._start_tracked(self._release_task(rows, health))
 
     async def _release_task(self, rows: list[dict[str, Any]], health: supervisor.Health) -> None:
         """Hand prefetched jobs that never started back to the queue, for any worker to
