@@ -72,6 +72,7 @@ class WorkerProcess:
         return self.proc.wait(timeout=timeout)
 
     def stop(self) -> None:
+        """Kill the worker (SIGKILL, which ends a SIGSTOPped one too) and close its log."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)

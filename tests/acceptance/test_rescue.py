@@ -182,9 +182,7 @@ def test_paused_worker_finishing_late_does_not_overwrite_the_rescue(
         paused.wait_for_output("was declared dead by a peer")
         wait_until(lambda: paused.pid in worker_ids(db_url), 10, "the paused worker to re-register")
     finally:
-        if paused.proc.poll() is None:
-            paused.signal(signal.SIGCONT)
-        paused.stop()
+        paused.stop()  # SIGKILL: ends a stopped process too
         if rescuer is not None:
             rescuer.stop()
 
@@ -213,9 +211,7 @@ def test_lone_worker_resuming_after_a_long_pause_keeps_its_job(
         assert worker_ids(db_url) == {worker.pid: worker_id}
         assert "was lost by its worker" not in worker.output()
     finally:
-        if worker.proc.poll() is None:
-            worker.signal(signal.SIGCONT)
-        worker.stop()
+        worker.stop()  # SIGKILL: ends a stopped process too
 
 
 @pytest.mark.parametrize("peer", [True, False])
@@ -260,8 +256,6 @@ def test_prefetched_jobs_are_checked_after_a_pause_and_never_run_twice(
         else:
             assert "rescued by a peer" not in paused.output()
     finally:
-        if paused.proc.poll() is None:
-            paused.signal(signal.SIGCONT)
-        paused.stop()
+        paused.stop()  # SIGKILL: ends a stopped process too
         if rescuer is not None:
             rescuer.stop()
