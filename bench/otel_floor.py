@@ -18,7 +18,9 @@ Median of ``--runs`` runs of ``--n`` jobs each.
 
 Then the stalls: while jobs are produced at a steady rate, how late a 0.5 ms sleep of the main
 thread wakes up (p99 / max, ms) — the time it waits for the GIL held by an exporter thread —
-and the cost of one periodic metric export at ``--tasks`` task names (collect + encode).
+the cost of one periodic metric export at ``--tasks`` task names (collect + encode), and the
+export child's CPU per span from the records it receives to request bytes: the stock path
+(SDK spans rebuilt, ``encode_spans``) and ``tracedjobs.otel_encode``, the one it uses.
 """
 
 from __future__ import annotations
@@ -321,6 +323,47 @@ def metric_export_cost(tasks: int, runs: int) -> dict[str, float]:
     }
 
 
+def span_encoding_cost(n: int, runs: int) -> dict[str, float]:
+    """The export child's work per span, from the records it receives to request bytes: the
+    stock path (rebuild SDK spans, ``encode_spans``) and tracedjobs' ``otel_encode``."""
+    import marshal
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tracedjobs import otel_encode
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=RESOURCE, shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("tracedjobs")
+    for i in range(n):
+        job_span(tracer, i)
+    spans = memory.get_finished_spans()
+    scope = spans[0].instrumentation_scope
+    body = marshal.dumps(
+        [otel_export.resource_record(1, RESOURCE), otel_export.scope_record(2, scope)]
+        + [otel_export.span_record(span, 1, 2) for span in spans]
+    )
+    stock, ours = [], []
+    for _ in range(runs):
+        records = marshal.loads(body)
+        rebuild, encoder = otel_export._Rebuilder(), otel_encode.SpanEncoder()
+        for r in records[:2]:
+            rebuild.define(r)
+            encoder.define(r)
+        t0 = time.process_time()
+        encode_spans([rebuild.span(r) for r in records[2:]]).SerializeToString()
+        t1 = time.process_time()
+        shipped = [encoder.shipped(r) for r in records[2:]]
+        encoder.request(shipped).SerializeToString()  # type: ignore[arg-type]
+        t2 = time.process_time()
+        stock.append((t1 - t0) / len(spans))
+        ours.append((t2 - t1) / len(spans))
+    return {"stock": statistics.median(stock), "ours": statistics.median(ours)}
+
+
 # -- report ----------------------------------------------------------------------------------
 
 
@@ -367,6 +410,7 @@ def main() -> int:
             for kind in ("none", "bsp", "child")
         }
         export = metric_export_cost(a.tasks, max(a.runs, 3))
+        encoding = span_encoding_cost(512, max(a.runs, 3))
     finally:
         receiver.terminate()
         receiver.wait()
@@ -413,6 +457,11 @@ def main() -> int:
     print()
     print(f"export child start-up + shutdown: {CHILD_FIXED * 1000:.0f} ms CPU (subtracted above)")
     print(
+        f"export child, records to OTLP bytes per span (batches of 512): stock (rebuilt SDK "
+        f"spans + encode_spans) {encoding['stock'] * us:.1f} µs, tracedjobs' otel_encode "
+        f"{encoding['ours'] * us:.1f} µs"
+    )
+    print(
         f"one metric export, {a.tasks} task names ({export['series']:.0f} series): "
         f"collect {export['collect_ms']:.2f} ms, OTLP encode {export['encode_ms']:.2f} ms "
         f"(in-process thread, GIL held) vs plain+marshal for the child "
@@ -425,6 +474,7 @@ def main() -> int:
             "floor_cpu_us": (bsp["cpu"] + metrics_on["cpu"]) * us,
             "floor_child_cpu_us": (child["cpu"] + metrics_on["cpu"]) * us,
             "rows": {k: {f: v * us for f, v in r.items()} for k, r in rows.items()},
+            "child_encoding_us": {k: v * us for k, v in encoding.items()},
         }
         print("FLOOR_JSON " + json.dumps(floor))
     return 0
