@@ -6,7 +6,7 @@ down. Here the process that makes telemetry only turns finished spans and collec
 into plain tuples (``marshal``-able builtins) and a shipper thread writes them, in frames, to
 the stdin pipe of a child (``child_main``) that runs the stock ``BatchSpanProcessor`` and
 OTLP exporters, configured by the same ``OTEL_*`` variables. The child encodes span records
-with ``otel_encode`` where the stock exporter allows it (a sixth of the stock encoder's cost),
+with ``otel_encode`` where the stock exporter allows it (about a fifth of the stock path's CPU),
 and otherwise rebuilds SDK spans from them for the stock encoder.
 
 The parent never waits on the child: a full queue drops (and counts) instead of blocking, and
