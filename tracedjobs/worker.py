@@ -10,6 +10,7 @@ one error policy (``supervisor.py``): none of them can stop the worker or its jo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -20,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import anyio
@@ -284,6 +285,18 @@ class Worker:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def _run(self) -> None:
+        # Handlers first: a SIGTERM that arrives while the worker opens its pool and registers
+        # waits for the signal loop instead of killing the process with the worker's row left
+        # behind (it then stops as soon as it has started, exit status 0).
+        with self._signal_receiver() as signals:
+            await self._run_started(signals)
+
+    def _signal_receiver(self) -> contextlib.AbstractContextManager[AsyncIterator[int] | None]:
+        if self.install_signal_handlers and threading.current_thread() is threading.main_thread():
+            return anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+        return contextlib.nullcontext()
+
+    async def _run_started(self, signals: AsyncIterator[int] | None) -> None:
         await self.store.open()
         try:
             await self.store.register(self.info)
@@ -298,6 +311,8 @@ class Worker:
             )
             async with anyio.create_task_group() as side:
                 self._side = side
+                if signals is not None:
+                    side.start_soon(self._signal_loop, signals)
                 self._start_side_loops(side)
                 try:
                     await self._fetch_loop()
@@ -319,8 +334,6 @@ class Worker:
 
     def _start_side_loops(self, side: TaskGroup) -> None:
         every, forever = supervisor.every, supervisor.forever
-        if self.install_signal_handlers and threading.current_thread() is threading.main_thread():
-            side.start_soon(self._signal_loop)
         # After an outage the heartbeat retries at least every interval, so that peers
         # see it back well within the stalled timeout.
         side.start_soon(
@@ -944,22 +957,21 @@ class Worker:
 
     # -- signals -----------------------------------------------------------------------
 
-    async def _signal_loop(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                self._signals_seen += 1
-                if self._signals_seen == 1:
-                    logger.warning(
-                        "received %s: stopping, waiting for %d running job(s) to finish "
-                        "(send %s again to exit at once)",
-                        name,
-                        len(self._running),
-                        name,
-                    )
-                    self.stop()
-                else:
-                    self._exit_now(name)
+    async def _signal_loop(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            self._signals_seen += 1
+            if self._signals_seen == 1:
+                logger.warning(
+                    "received %s: stopping, waiting for %d running job(s) to finish "
+                    "(send %s again to exit at once)",
+                    name,
+                    len(self._running),
+                    name,
+                )
+                self.stop()
+            else:
+                self._exit_now(name)
 
     def _exit_now(self, reason: str) -> None:
         logger.warning(

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import threading
 import time
+from typing import Any
 
 import anyio
 import pytest
 
 import tracedjobs
 from tests.helpers import query
+from tests.integration.running import FAST
+from tracedjobs.store import PostgresStore
 from tracedjobs.worker import Worker
 
 
@@ -227,3 +232,51 @@ def test_an_error_message_with_a_nul_byte_is_stored_and_the_worker_goes_on(
     [attempt] = app.job_manager.get_job(failing).attempt_records
     assert attempt.error_message == "bad bytes: \\x00\x01"
     assert app.job_manager.get_job_status(ok) == "succeeded"
+
+
+class _OpenWaits:
+    """A store whose open() waits until told: the worker is starting, not yet registered."""
+
+    def __init__(self, inner: PostgresStore) -> None:
+        self.inner = inner
+        self.opening = anyio.Event()
+        self.go = anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def open(self) -> None:
+        self.opening.set()
+        await self.go.wait()
+        await self.inner.open()
+
+
+def test_a_signal_while_the_worker_starts_stops_it_once_started(
+    app: tracedjobs.App, db_url: str
+) -> None:
+    """SIGINT (as SIGTERM) before the worker registered: its own handler takes it (not the
+    process's default, which kills a worker whose row is left behind), and the worker stops
+    and unregisters as soon as it has started."""
+    hit: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: hit.append(signum))
+
+    async def main() -> Worker:
+        store = _OpenWaits(PostgresStore(app.connector, name="t-signal"))
+        worker = Worker(app, store=store, **{**FAST, "install_signal_handlers": True})
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                await store.opening.wait()
+                os.kill(os.getpid(), signal.SIGINT)
+                await anyio.sleep(0.1)
+                store.go.set()
+        await app.connector.close_async()
+        return worker
+
+    try:
+        worker = anyio.run(main)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert hit == []  # the worker's handler had it
+    assert worker._signals_seen == 1 and worker._stopping
+    assert query(db_url, "SELECT id FROM tracedjobs_workers WHERE id = %s", (worker.id,)) == []
