@@ -285,18 +285,27 @@ class Worker:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        # Handlers first: a SIGTERM that arrives while the worker opens its pool and registers
-        # waits for the signal loop instead of killing the process with the worker's row left
-        # behind (it then stops as soon as it has started, exit status 0).
+        # Signals are handled from before the pool opens until the worker has unregistered:
+        # a SIGTERM while it starts (or a second one while it cleans up) no longer meets the
+        # process's default action, which killed it with its worker row left behind.
         with self._signal_receiver() as signals:
-            await self._run_started(signals)
+            listener = None
+            if signals is not None:
+                listener = asyncio.ensure_future(self._signal_loop(signals))
+            try:
+                await self._run_started()
+            finally:
+                if listener is not None:
+                    listener.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await listener
 
     def _signal_receiver(self) -> contextlib.AbstractContextManager[AsyncIterator[int] | None]:
         if self.install_signal_handlers and threading.current_thread() is threading.main_thread():
             return anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
         return contextlib.nullcontext()
 
-    async def _run_started(self, signals: AsyncIterator[int] | None) -> None:
+    async def _run_started(self) -> None:
         await self.store.open()
         try:
             await self.store.register(self.info)
@@ -311,8 +320,6 @@ class Worker:
             )
             async with anyio.create_task_group() as side:
                 self._side = side
-                if signals is not None:
-                    side.start_soon(self._signal_loop, signals)
                 self._start_side_loops(side)
                 try:
                     await self._fetch_loop()

@@ -256,11 +256,17 @@ def test_a_signal_while_the_worker_starts_stops_it_once_started(
 ) -> None:
     """SIGINT (as SIGTERM) before the worker registered: its own handler takes it (not the
     process's default, which kills a worker whose row is left behind), and the worker stops
-    and unregisters as soon as it has started."""
+    without claiming anything and unregisters."""
     hit: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: hit.append(signum))
 
+    @app.task(name="waiting")
+    def waiting() -> None:
+        pass
+
     async def main() -> Worker:
+        nonlocal job_id
+        job_id = await waiting.defer_async()
         store = _OpenWaits(PostgresStore(app.connector, name="t-signal"))
         worker = Worker(app, store=store, **{**FAST, "install_signal_handlers": True})
         with anyio.fail_after(30):
@@ -273,6 +279,7 @@ def test_a_signal_while_the_worker_starts_stops_it_once_started(
         await app.connector.close_async()
         return worker
 
+    job_id = 0
     try:
         worker = anyio.run(main)
     finally:
@@ -280,3 +287,6 @@ def test_a_signal_while_the_worker_starts_stops_it_once_started(
     assert hit == []  # the worker's handler had it
     assert worker._signals_seen == 1 and worker._stopping
     assert query(db_url, "SELECT id FROM tracedjobs_workers WHERE id = %s", (worker.id,)) == []
+    assert query(db_url, "SELECT status FROM tracedjobs_jobs WHERE id = %s", (job_id,)) == [
+        ("todo",)
+    ]
