@@ -25,7 +25,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common import trace_encoder
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import (
@@ -37,8 +36,9 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, SpanFlags
-from opentelemetry.sdk.trace import SpanLimits
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+from tracedjobs.otel_export import AttributeLimits
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +102,7 @@ class SpanEncoder:
         self.resources: dict[int, tuple[Resource, str | None]] = {}
         self.scopes: dict[int, tuple[InstrumentationScope, str | None]] = {}
         self._pairs: dict[tuple[str, type, Any], bytes] = {}
-        # The limits the SDK applies when a span is made; spans the parent made without the
-        # SDK (otel_lite) reach them here, as in otel_export._Rebuilder.
-        limits = SpanLimits()
-        self.max_attributes = limits.max_span_attributes
-        self.max_length = limits.max_span_attribute_length
+        self.limits = AttributeLimits()
 
     def define(self, record: tuple[Any, ...]) -> None:
         """A resource ("R") or instrumentation scope ("I") record."""
@@ -172,13 +168,7 @@ class SpanEncoder:
         span.start_time_unix_nano = start
         span.end_time_unix_nano = end
         if attributes:
-            if self.max_length is not None or (
-                self.max_attributes is not None and len(attributes) > self.max_attributes
-            ):
-                attributes = BoundedAttributes(
-                    self.max_attributes, attributes, immutable=True, max_value_len=self.max_length
-                )
-                dropped_attributes = max(dropped_attributes, attributes.dropped)
+            attributes, dropped_attributes = self.limits.apply(attributes, dropped_attributes)
             span.MergeFromString(b"".join([self._pair(k, v) for k, v in attributes.items()]))
         for event_name, timestamp, event_attributes in events or ():
             event = span.events.add(name=event_name, time_unix_nano=timestamp)

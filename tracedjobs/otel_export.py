@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.context import Context
@@ -534,6 +534,34 @@ class _HashedResource(Resource):
         return self._hash
 
 
+class AttributeLimits:
+    """The SDK's span attribute limits (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``,
+    ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``), which the SDK applies when a span is made: spans
+    the parent made without the SDK (otel_lite) reach them in the child."""
+
+    def __init__(self) -> None:
+        from opentelemetry.attributes import BoundedAttributes
+        from opentelemetry.sdk.trace import SpanLimits
+
+        limits = SpanLimits()
+        self._bounded = BoundedAttributes
+        self.max_attributes = limits.max_span_attributes
+        self.max_length = limits.max_span_attribute_length
+
+    def apply(self, attributes: Any, dropped: int) -> tuple[Any, int]:
+        """``attributes`` within the limits (the oldest go first, long strings are cut, as
+        in the SDK) and the span's dropped-attribute count."""
+        if attributes and (
+            self.max_length is not None
+            or (self.max_attributes is not None and len(attributes) > self.max_attributes)
+        ):
+            attributes = self._bounded(
+                self.max_attributes, attributes, immutable=True, max_value_len=self.max_length
+            )
+            dropped = max(dropped, attributes.dropped)
+        return attributes, dropped
+
+
 class _Rebuilder:
     """Turns shipped records back into the SDK's own objects."""
 
@@ -568,14 +596,7 @@ class _Rebuilder:
                 return self._dropped[2]
 
         self.ShippedSpan = ShippedSpan
-        # Spans the parent made without the SDK (otel_lite) reach the limits here.
-        from opentelemetry.attributes import BoundedAttributes
-        from opentelemetry.sdk.trace import SpanLimits
-
-        limits = SpanLimits()
-        self.BoundedAttributes = BoundedAttributes
-        self.max_attributes = limits.max_span_attributes
-        self.max_length = limits.max_span_attribute_length
+        self.limits = AttributeLimits()
 
     def context(self, c: tuple[Any, ...] | None) -> Any:
         if c is None:
@@ -598,14 +619,7 @@ class _Rebuilder:
     def span(self, r: tuple[Any, ...]) -> ReadableSpan:
         (_, name, ctx, parent, kind, start, end, attrs, events, links, code, description,
          resource, scope, *dropped) = r  # fmt: skip
-        if attrs and (
-            self.max_length is not None
-            or (self.max_attributes is not None and len(attrs) > self.max_attributes)
-        ):
-            attrs = self.BoundedAttributes(
-                self.max_attributes, attrs, immutable=True, max_value_len=self.max_length
-            )
-            dropped = [max(dropped[0], attrs.dropped), *dropped[1:]]
+        attrs, dropped[0] = self.limits.apply(attrs, dropped[0])
         span = self.ShippedSpan(
             name=name,
             context=self.context(ctx),
@@ -658,7 +672,13 @@ def child_main(argv: Sequence[str]) -> int:
         queue = max(int(os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE", "0") or 0), 65536)
         processor = BatchSpanProcessor(exporter, max_queue_size=queue)
     metrics_out = _MetricSender() if "--metrics" in argv else None
-    rebuild = _Rebuilder()
+    # What a span record becomes for the processor (None: not sampled, not exported).
+    to_span: Callable[[tuple[Any, ...]], Any]
+    if encoder is not None:
+        define, to_span = encoder.define, encoder.shipped
+    else:
+        rebuild = _Rebuilder()
+        define, to_span = rebuild.define, rebuild.span
     stdin = sys.stdin.buffer
     while (head := _read_exact(stdin, _FRAME.size)) is not None:
         body = _read_exact(stdin, _FRAME.unpack(head)[0])
@@ -667,16 +687,12 @@ def child_main(argv: Sequence[str]) -> int:
         for record in marshal.loads(body):
             tag = record[0]
             if tag == "S" and processor is not None:
-                if encoder is None:
-                    processor.on_end(rebuild.span(record))
-                elif (shipped := encoder.shipped(record)) is not None:
-                    processor.on_end(shipped)  # type: ignore[arg-type]
+                if (span := to_span(record)) is not None:
+                    processor.on_end(span)  # type: ignore[arg-type]  # Shipped records too
             elif tag == "M" and metrics_out is not None:
                 metrics_out.put(from_plain(record[1]))
             elif tag in ("R", "I"):
-                rebuild.define(record)
-                if encoder is not None:
-                    encoder.define(record)
+                define(record)
             elif tag == "F":  # the parent's force_flush: export everything now, then say so
                 if processor is not None:
                     processor.force_flush()

@@ -291,7 +291,7 @@ class Worker:
         with self._signal_receiver() as signals:
             listener = None
             if signals is not None:
-                listener = asyncio.ensure_future(self._signal_loop(signals))
+                listener = asyncio.create_task(self._signal_loop(signals))
             try:
                 await self._run_started()
             finally:
