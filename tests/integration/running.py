@@ -12,6 +12,7 @@ import anyio
 
 import tracedjobs
 from tracedjobs.jobs import FINISHED_STATUSES
+from tracedjobs.store import PostgresStore
 from tracedjobs.worker import Worker
 
 FAST = {
@@ -20,6 +21,16 @@ FAST = {
     "stalled_worker_timeout": 5.0,
     "polling_interval": 1.0,
 }
+
+
+class StoreWrapper:
+    """A real PostgresStore with some methods replaced by a test; the rest go to it."""
+
+    def __init__(self, inner: PostgresStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 @contextlib.asynccontextmanager

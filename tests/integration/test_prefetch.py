@@ -15,7 +15,7 @@ import pytest
 import tracedjobs
 from tests.conftest import installed_otel
 from tests.helpers import query
-from tests.integration.running import FAST, running_worker, wait_for_status
+from tests.integration.running import FAST, StoreWrapper, running_worker, wait_for_status
 from tracedjobs.store import PostgresStore
 from tracedjobs.worker import Worker
 
@@ -141,15 +141,12 @@ def test_stopping_hands_prefetched_jobs_back_unstarted(app: tracedjobs.App, db_u
     anyio.run(main)
 
 
-class ReleaseFailsOnce:
+class ReleaseFailsOnce(StoreWrapper):
     """The worker's store, whose first hand-back fails as if the database went away."""
 
     def __init__(self, inner: PostgresStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.release_calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     async def release_jobs(self, jobs: Any, *, worker_id: str) -> set[int]:
         self.release_calls += 1

@@ -16,17 +16,17 @@ import anyio
 import tracedjobs
 from tests.conftest import installed_otel
 from tests.helpers import scalar
-from tests.integration.running import FAST
+from tests.integration.running import FAST, StoreWrapper
 from tracedjobs.jobs import AttemptResult
 from tracedjobs.store import Batch, PostgresStore, WorkerInfo
 from tracedjobs.worker import Worker
 
 
-class CountingStore:
+class CountingStore(StoreWrapper):
     """A real PostgresStore that records how many exchanges ran at once and their claims."""
 
     def __init__(self, inner: PostgresStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.in_flight = 0
         self.most_in_flight = 0
         self.limits: list[int] = []
@@ -35,9 +35,6 @@ class CountingStore:
         self.claiming = 0  # slots asked for by the exchanges in flight
         self.most_claiming = 0
         self.listening = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     @contextlib.asynccontextmanager
     async def listen(self) -> AsyncIterator[Any]:
@@ -226,16 +223,13 @@ def test_an_attempt_claimed_with_a_result_starts_after_that_attempt_ended(
     assert a.end_time <= b.start_time <= started["locked", 2]
 
 
-class HeldResults:
+class HeldResults(StoreWrapper):
     """A PostgresStore whose exchanges that only hand in results wait for ``release``."""
 
     def __init__(self, inner: PostgresStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.holding = anyio.Event()
         self.release = anyio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     async def finish_and_claim(
         self, finished: Sequence[AttemptResult], *, worker: WorkerInfo, limit: int,

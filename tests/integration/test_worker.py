@@ -7,14 +7,13 @@ import os
 import signal
 import threading
 import time
-from typing import Any
 
 import anyio
 import pytest
 
 import tracedjobs
 from tests.helpers import query
-from tests.integration.running import FAST
+from tests.integration.running import FAST, StoreWrapper
 from tracedjobs.store import PostgresStore
 from tracedjobs.worker import Worker
 
@@ -234,16 +233,13 @@ def test_an_error_message_with_a_nul_byte_is_stored_and_the_worker_goes_on(
     assert app.job_manager.get_job_status(ok) == "succeeded"
 
 
-class _OpenWaits:
+class _OpenWaits(StoreWrapper):
     """A store whose open() waits until told: the worker is starting, not yet registered."""
 
     def __init__(self, inner: PostgresStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.opening = anyio.Event()
         self.go = anyio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     async def open(self) -> None:
         self.opening.set()

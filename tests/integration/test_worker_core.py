@@ -16,7 +16,14 @@ import pytest
 
 import tracedjobs
 from tests.helpers import query, scalar
-from tests.integration.running import FAST, finish, outcomes, running_worker, wait_for_status
+from tests.integration.running import (
+    FAST,
+    StoreWrapper,
+    finish,
+    outcomes,
+    running_worker,
+    wait_for_status,
+)
 from tracedjobs.jobs import AttemptResult
 from tracedjobs.store import Batch, PostgresStore, WorkerInfo
 from tracedjobs.worker import Worker
@@ -207,16 +214,13 @@ def test_jobs_sharing_a_lock_run_by_priority_then_defer_order(app: tracedjobs.Ap
     assert order == ["high", "low-first", "low-second"]
 
 
-class FlakyStore:
+class FlakyStore(StoreWrapper):
     """A real PostgresStore whose heartbeat and abort poll fail for a while."""
 
     def __init__(self, inner: PostgresStore, failures: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.failures = failures
         self.calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     async def heartbeat(self, worker_id: str) -> bool:
         self.calls += 1

@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 import pytest
-from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcSpanExporter,
@@ -22,13 +21,14 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
 from tests.unit.test_otel_export import RESOURCE, finished_spans
-from tracedjobs import otel_encode, otel_export, otel_lite
+from tests.unit.test_otel_lite import limited_direct_span_records
+from tracedjobs import otel_encode, otel_export
 
 OTHER_RESOURCE = Resource({"service.name": "web", "deployment.environment": "test"})
 SCOPE = InstrumentationScope("tracedjobs", "0.1.0", None, {"scope.attr": 1})
@@ -90,7 +90,10 @@ def records_of(spans: list[ReadableSpan]) -> list[tuple[Any, ...]]:
     return list(marshal.loads(marshal.dumps(records)))
 
 
-def encode_records(records: list[tuple[Any, ...]]) -> bytes:
+def encoder_for(
+    records: list[tuple[Any, ...]],
+) -> tuple[otel_encode.SpanEncoder, list[otel_encode.Shipped]]:
+    """An encoder that has the records' resources and scopes, and the batch of their spans."""
     encoder = otel_encode.SpanEncoder()
     batch = []
     for record in records:
@@ -100,6 +103,11 @@ def encode_records(records: list[tuple[Any, ...]]) -> bytes:
             batch.append(shipped)
         else:
             encoder.define(record)
+    return encoder, batch
+
+
+def encode_records(records: list[tuple[Any, ...]]) -> bytes:
+    encoder, batch = encoder_for(records)
     return encoder.request(batch).SerializeToString()
 
 
@@ -110,38 +118,15 @@ def test_records_encode_to_the_stock_request_byte_for_byte(make: Any):
     records = records_of(spans)
     assert encode_records(records) == stock
     # The attribute cache changes nothing the second time round.
-    encoder = otel_encode.SpanEncoder()
-    for r in records:
-        if r[0] != "S":
-            encoder.define(r)
-    batch = [encoder.shipped(r) for r in records if r[0] == "S"]
-    first = encoder.request(batch).SerializeToString()  # type: ignore[arg-type]
-    assert encoder.request(batch).SerializeToString() == first == stock  # type: ignore[arg-type]
+    encoder, batch = encoder_for(records)
+    first = encoder.request(batch).SerializeToString()
+    assert encoder.request(batch).SerializeToString() == first == stock
     # And it is a real request, not two empty ones.
     assert len(stock) > 300 * len(spans) // 2
 
 
 def test_direct_spans_get_the_span_limits_as_the_rebuilt_ones(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "8")
-    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "2")
-    records: list[Any] = []
-
-    class Child:
-        def submit(self, record: Any) -> None:
-            records.append(marshal.loads(marshal.dumps(record)))
-
-        def key_of(self, obj: Any, define: Any) -> int:
-            self.submit(define(1))
-            return 1
-
-    processor = otel_export.ChildSpanProcessor(Child())  # type: ignore[arg-type]
-    direct = otel_lite.DirectSpans(TracerProvider(), processor.lite_sink(RESOURCE, SCOPE))
-    span = direct.start(
-        "process q", context=Context(), parent=None, kind=SpanKind.CONSUMER,
-        attributes={"a": "x", "b": "y", "c": "z" * 20},
-        links=[Link(SpanContext(5, 6, True, TraceFlags(1)), {"l": 1})],
-    )  # fmt: skip
-    span.end()
+    records = limited_direct_span_records(monkeypatch)
     rebuild = otel_export._Rebuilder()
     for r in records[:-1]:
         rebuild.define(r)
@@ -170,11 +155,7 @@ def test_install_sends_records_to_their_encoder_and_spans_to_the_stock_one(
     spans = handmade_spans()
     assert module.encode_spans(spans) == encode_spans(spans)
     records = records_of(spans)
-    encoder = otel_encode.SpanEncoder()
-    for r in records:
-        if r[0] != "S":
-            encoder.define(r)
-    batch = [encoder.shipped(r) for r in records if r[0] == "S"]
+    _, batch = encoder_for(records)
     assert module.encode_spans(batch).SerializeToString() == encode_records(records)
     exporter.shutdown()
 

@@ -255,7 +255,9 @@ def test_exemplars_follow_the_filter_setting(
     assert (1 in traces, 3 in traces) == (sampled_ok, unsampled_ok)
 
 
-def test_the_export_child_applies_span_limits_to_direct_spans(monkeypatch: pytest.MonkeyPatch):
+def limited_direct_span_records(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """What the export child receives for one direct span past the attribute limits (count
+    2, length 8): its resource and scope, then the span (last)."""
     monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "8")
     monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "2")
     records: list[Any] = []
@@ -280,6 +282,11 @@ def test_the_export_child_applies_span_limits_to_direct_spans(monkeypatch: pytes
         links=[Link(SpanContext(5, 6, True, TraceFlags(1)), {"l": 1})],
     )
     span.end()
+    return records
+
+
+def test_the_export_child_applies_span_limits_to_direct_spans(monkeypatch: pytest.MonkeyPatch):
+    records = limited_direct_span_records(monkeypatch)
     rebuild = otel_export._Rebuilder()
     for r in records[:-1]:
         rebuild.define(r)
